@@ -1,0 +1,105 @@
+"""The model equals HF LlamaForCausalLM and its KV cache equals a full forward."""
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from weakwater.model import KVCache, ModelConfig, RopeScaling, Transformer
+
+
+def small_config(**kw) -> ModelConfig:
+    base = dict(vocab_size=300, dim=64, n_layers=3, n_heads=8, n_kv_heads=2, max_seq_len=64, tie_embeddings=False)
+    return ModelConfig(**{**base, **kw})
+
+
+def hf_twin(model: Transformer) -> LlamaForCausalLM:
+    c = model.config
+    rope = {"rope_type": "default", "rope_theta": c.rope_theta}
+    if c.rope_scaling is not None:
+        rope = {
+            "rope_type": c.rope_scaling.kind,
+            "rope_theta": c.rope_theta,
+            "factor": c.rope_scaling.factor,
+            "original_max_position_embeddings": c.rope_scaling.original_max_seq_len,
+        }
+    hf_config = LlamaConfig(
+        vocab_size=c.vocab_size,
+        hidden_size=c.dim,
+        intermediate_size=c.ffn_dim,
+        num_hidden_layers=c.n_layers,
+        num_attention_heads=c.n_heads,
+        num_key_value_heads=c.n_kv_heads,
+        max_position_embeddings=c.max_seq_len,
+        rms_norm_eps=c.norm_eps,
+        rope_parameters=rope,
+        tie_word_embeddings=c.tie_embeddings,
+        attention_bias=False,
+        mlp_bias=False,
+    )
+    hf = LlamaForCausalLM(hf_config).eval()
+    state = {("lm_head.weight" if k == "lm_head.weight" else f"model.{k}"): v for k, v in model.state_dict().items()}
+    hf.load_state_dict(state, strict=True)
+    return hf
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"tie_embeddings": True},
+        {"n_kv_heads": 8},
+        {"rope_scaling": RopeScaling("linear", 2.0, 32)},
+        {"rope_scaling": RopeScaling("yarn", 4.0, 16)},
+    ],
+    ids=["gqa", "tied", "mha", "linear-rope", "yarn-rope"],
+)
+def test_logits_equal_hf_llama(overrides):
+    torch.manual_seed(0)
+    model = Transformer(small_config(**overrides)).eval()
+    hf = hf_twin(model)
+    ids = torch.randint(0, 300, (2, 48))
+    with torch.no_grad():
+        ours = model(ids)
+        theirs = hf(ids).logits
+    assert (ours - theirs).abs().max().item() < 1e-4
+
+
+def test_kv_cache_decoding_equals_full_forward():
+    torch.manual_seed(0)
+    model = Transformer(small_config()).eval()
+    ids = torch.randint(0, 300, (2, 40))
+    with torch.no_grad():
+        full = model(ids)
+        cache = KVCache(model.config, batch_size=2, max_len=40, device="cpu", dtype=torch.float32)
+        steps = [model(ids[:, :16], kv_cache=cache)]  # prefill
+        steps.append(model(ids[:, 16:20], kv_cache=cache))  # a multi-token chunk after a prefix
+        steps += [model(ids[:, t : t + 1], kv_cache=cache) for t in range(20, 40)]
+    assert cache.length == 40
+    assert (torch.cat(steps, dim=1) - full).abs().max().item() < 1e-4
+
+
+def test_left_padding_matches_unpadded():
+    torch.manual_seed(0)
+    model = Transformer(small_config()).eval()
+    ids = torch.randint(1, 300, (1, 10))
+    padded = torch.cat([torch.zeros(1, 3, dtype=torch.long), ids], dim=1)
+    mask = torch.cat([torch.zeros(1, 3), torch.ones(1, 10)], dim=1).long()
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        plain = model(ids)
+        out = model(padded, attention_mask=mask, position_ids=positions)
+    assert torch.isfinite(out).all()
+    assert (out[:, 3:] - plain).abs().max().item() < 1e-4
+
+
+def test_param_count_matches_config():
+    for kw in ({}, {"tie_embeddings": True}):
+        model = Transformer(small_config(**kw))
+        assert model.num_params() == model.config.num_params()
+
+
+def test_invalid_shapes_are_rejected_with_a_reason():
+    with pytest.raises(ValueError, match="n_kv_heads"):
+        small_config(n_kv_heads=3)
+    with pytest.raises(ValueError, match="divisible by n_heads"):
+        small_config(dim=66)

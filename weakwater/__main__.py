@@ -1,0 +1,5 @@
+import sys
+
+from weakwater.cli import main
+
+sys.exit(main())

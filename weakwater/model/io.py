@@ -1,0 +1,132 @@
+"""A saved model is a directory: ``config.json`` + ``model.safetensors`` + tokenizer files.
+
+Weights are only ever read from safetensors (no pickle). Directories are written to a
+temporary sibling and renamed into place, so a crash never leaves a half-written model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from weakwater.model.config import ModelConfig
+from weakwater.model.llama import Transformer, rope_frequencies
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+FORMAT = "weakwater-llama"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def weights_state_dict(model: Transformer) -> dict[str, torch.Tensor]:
+    """State dict without the tied lm_head (safetensors refuses shared storage)."""
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    if model.config.tie_embeddings:
+        state.pop("lm_head.weight", None)
+    return state
+
+
+def atomic_replace_dir(tmp: Path, final: Path) -> None:
+    """Move a fully written ``tmp`` directory to ``final``, replacing any previous one."""
+    old = final.with_name(final.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def save_model(
+    model: Transformer,
+    out_dir: str | Path,
+    tokenizer_dir: str | Path | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model`` (and the tokenizer files found in ``tokenizer_dir``) to ``out_dir``."""
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    weights = tmp / WEIGHTS_FILE
+    save_file(weights_state_dict(model), str(weights), metadata={"format": "pt"})
+    meta = {
+        "format": FORMAT,
+        "model": model.config.to_dict(),
+        "weights_sha256": file_sha256(weights),
+        **(extra or {}),
+    }
+    (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+    if tokenizer_dir is not None:
+        copy_tokenizer_files(Path(tokenizer_dir), tmp)
+    atomic_replace_dir(tmp, out_dir)
+    return out_dir
+
+
+def copy_tokenizer_files(src: Path, dst: Path) -> None:
+    if src.resolve() == dst.resolve():
+        return
+    found = [name for name in TOKENIZER_FILES if (src / name).exists()]
+    if "tokenizer.json" not in found:
+        raise FileNotFoundError(f"{src}: no tokenizer.json (is this a tokenizer or model directory?)")
+    for name in found:
+        shutil.copyfile(src / name, dst / name)
+
+
+def read_model_config(model_dir: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
+    """The model shape and the whole metadata dict of a saved model directory."""
+    path = Path(model_dir) / CONFIG_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{model_dir}: not a model directory (no {CONFIG_FILE})")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: invalid JSON ({e})") from e
+    if meta.get("format") != FORMAT or "model" not in meta:
+        raise ValueError(f"{path}: not a WeakWater model config (format={meta.get('format')!r})")
+    return ModelConfig.from_dict(meta["model"]), meta
+
+
+def load_model(model_dir: str | Path, device: str | torch.device = "cpu", verify: bool = True) -> Transformer:
+    """Load a saved model; ``verify`` checks the weights' sha256 against config.json."""
+    model_dir = Path(model_dir)
+    config, meta = read_model_config(model_dir)
+    weights = model_dir / WEIGHTS_FILE
+    if not weights.exists():
+        raise FileNotFoundError(f"{model_dir}: missing {WEIGHTS_FILE}")
+    if verify and meta.get("weights_sha256") and file_sha256(weights) != meta["weights_sha256"]:
+        raise ValueError(f"{weights}: checksum mismatch, the file is corrupt or was modified")
+    try:
+        state = load_file(str(weights), device=str(device))
+    except SafetensorError as e:
+        raise ValueError(f"{weights}: unreadable safetensors file ({e})") from e
+    with torch.device("meta"):  # skip the random init: every weight is overwritten below
+        model = Transformer(config)
+    model.to_empty(device=device)
+    model.inv_freq.copy_(rope_frequencies(config.head_dim, config.rope_theta, config.rope_scaling)[0])
+    if config.tie_embeddings:
+        state["lm_head.weight"] = state["embed_tokens.weight"]
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    if config.tie_embeddings:
+        model.lm_head.weight = model.embed_tokens.weight
+    if missing or unexpected:
+        raise ValueError(f"{weights}: weights do not match config (missing {missing}, unexpected {unexpected})")
+    return model
