@@ -1,31 +1,37 @@
-# The two commands of the README: `make demo` and `make test`. Both install what they need.
+# The two commands of the README: `make demo` and `make test`. Both install what they need
+# into .venv, torch first and pinned (an unpinned torch pulls several GB of CUDA wheels).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-TORCH_PIN := torch==2.13.0
+TORCH_PIN ?= torch==2.13.0
 
-.PHONY: install demo test lint format clean
+.PHONY: install install-dev demo test lint format clean
 
 install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_PIN)
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
 demo: install
 	$(PY) -m weakwater demo --out runs/demo
 
-test: install lint
+test: install-dev lint
 	$(PY) -m pytest -q
 
-lint: install
+lint: install-dev
 	$(PY) -m ruff check weakwater tests
 	$(PY) -m ruff format --check weakwater tests
 
-format: install
+format: install-dev
 	$(PY) -m ruff format weakwater tests
 	$(PY) -m ruff check --fix weakwater tests
 

@@ -1,0 +1,87 @@
+"""Shared fixtures: the real third-party reference files kept beside the repository."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _reference_dir() -> Path:
+    """``WEAKWATER_REFERENCE`` or ``../shared/reference`` next to the checkout."""
+    return Path(os.environ.get("WEAKWATER_REFERENCE", REPO.parent / "shared" / "reference"))
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    path = _reference_dir()
+    if not (path / "data" / "pretrain.jsonl").exists():
+        pytest.skip(f"reference data not found at {path} (set WEAKWATER_REFERENCE)")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _few_threads(monkeypatch):
+    """Tests run on small CPUs; keep torch from oversubscribing them."""
+    import torch
+
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def bpe_tokenizer_dir(tmp_path_factory) -> Path:
+    """A small bilingual byte-level BPE tokenizer directory in our layout (special tokens 0-6, ChatML template),
+    trained in well under a second so model-format tests need neither the reference data nor a trained tokenizer."""
+    import json
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>", "<answer>", "</answer>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    corpus = [
+        "The river flows east to the sea. 河水向东流入大海。",
+        "Small models learn fast on small data. 小模型在小数据上学得很快。",
+        "What is 12 + 35? The answer is 47. 十二加三十五等于四十七。",
+        "今天天气很好，我们去公园散步吧！It's a sunny day, let's walk in the park.",
+    ] * 20
+    trainer = trainers.BpeTrainer(
+        vocab_size=700, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    tok.train_from_iterator(corpus, trainer)
+    out = tmp_path_factory.mktemp("bpe_tokenizer")
+    tok.save(str(out / "tokenizer.json"))
+    template = (
+        "{% for message in messages %}"
+        "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+        "{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+    )
+    (out / "chat_template.jinja").write_text(template)
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>"}
+    (out / "tokenizer_config.json").write_text(json.dumps(config))
+    return out
+
+
+@pytest.fixture
+def make_model_dir(bpe_tokenizer_dir):
+    """Factory for a tiny random saved model using ``bpe_tokenizer_dir``: ``make_model_dir(out, **config)``.
+
+    The large init (std 0.3) keeps logits far from ties, so greedy decoding is comparable across runtimes."""
+    import json
+
+    import torch
+
+    from weakwater.model import ModelConfig, Transformer, save_model
+
+    def make(out: Path, seed: int = 0, **overrides) -> Path:
+        torch.manual_seed(seed)
+        vocab = json.loads((bpe_tokenizer_dir / "tokenizer.json").read_text())["model"]["vocab"]
+        shape = dict(vocab_size=len(vocab), dim=64, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=128, init_std=0.3)
+        return save_model(Transformer(ModelConfig(**{**shape, **overrides})), out, tokenizer_dir=bpe_tokenizer_dir)
+
+    return make
