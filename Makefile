@@ -17,8 +17,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e .
 	touch $@
 
+# dev adds the test clients; llamacpp compiles llama.cpp (about 12 min once, then pip's cache);
+# tracking adds the optional experiment trackers so their offline tests run.
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,llamacpp,tracking]"
 	touch $@
 
 demo: install

@@ -50,7 +50,10 @@ def bpe_tokenizer_dir(tmp_path_factory) -> Path:
         "今天天气很好，我们去公园散步吧！It's a sunny day, let's walk in the park.",
     ] * 20
     trainer = trainers.BpeTrainer(
-        vocab_size=700, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+        vocab_size=700,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tok.train_from_iterator(corpus, trainer)
     out = tmp_path_factory.mktemp("bpe_tokenizer")

@@ -7,7 +7,19 @@ import importlib
 import sys
 
 # Each module exposes ``register(subparsers)`` adding its commands with ``set_defaults(func=...)``.
-COMMAND_MODULES = ("weakwater.model.cli",)
+COMMAND_MODULES = (
+    "weakwater.model.cli",
+    "weakwater.tokenizer.cli",
+    "weakwater.data.prepare_cli",
+    "weakwater.data.cli",
+    "weakwater.train.cli",
+    "weakwater.bench.cli",
+    "weakwater.train.stages.cli",
+    "weakwater.demo",
+    "weakwater.export.cli",
+    "weakwater.eval.cli",
+    "weakwater.infer.cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,82 @@
+"""Held-out scoring: answer extraction, exact match, R1 format check, preference accuracy."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from weakwater.eval import tasks
+from weakwater.eval.tasks import answer_part, is_correct, is_well_formed, pair_logps, preference_metrics, run_task
+from weakwater.model.io import load_model
+from weakwater.tokenizer import load_tokenizer
+
+
+@pytest.mark.parametrize(
+    ("generation", "answer", "ok"),
+    [
+        ("Varan.", "Varan", True),
+        ("  varan!  ", "Varan", True),
+        ("Varan, a city in the east.", "Varan", True),
+        ("1987年。", "1987", True),
+        ("Kedor.", "Varan", False),
+        ("<think>\n47 + 3 = 50\n</think>\n<answer>\n50\n</answer>", "50", True),
+        ("<think>\nmaybe 50\n</think>\n<answer>\n49\n</answer>", "50", False),
+        ("<think>\n50\n</think>\n51", "50", False),  # the answer is what follows the thinking
+        ("", "50", False),
+        ("anything", "", False),  # an empty expected answer never matches
+    ],
+)
+def test_is_correct(generation, answer, ok):
+    assert is_correct(generation, answer) is ok
+
+
+def test_answer_part_and_format():
+    r1 = "<think>\n1 + 1 = 2\n</think>\n<answer>\n2\n</answer>"
+    assert answer_part(r1).strip() == "2"
+    assert is_well_formed(r1)
+    assert not is_well_formed("2")
+    assert not is_well_formed("<think>\nx\n</think>\n<answer>\n\n</answer>")  # empty answer
+    assert not is_well_formed(r1 + " and more text")
+    assert not is_well_formed("<answer>\n2\n</answer>")
+
+
+def test_preference_metrics_by_hand():
+    policy = torch.tensor([[-1.0, -2.0], [-3.0, -1.0], [-2.0, -2.5]])
+    assert preference_metrics(policy) == pytest.approx({"accuracy": 2 / 3, "mean_margin": (1 - 2 + 0.5) / 3})
+    reference = torch.tensor([[-1.0, -1.0], [-5.0, -1.0], [-2.0, -2.5]])
+    # implicit rewards (policy - reference): [0, -1], [2, 0], [0, 0] -> margins 1, 2, 0; a tie is no win
+    assert preference_metrics(policy, reference) == pytest.approx({"accuracy": 2 / 3, "mean_margin": 1.0})
+
+
+def test_run_task_scores_real_generations(tmp_path, make_model_dir, bpe_tokenizer_dir, monkeypatch):
+    model = load_model(make_model_dir(tmp_path / "m"))
+    tok = load_tokenizer(bpe_tokenizer_dir)
+    rows = [{"messages": [{"role": "user", "content": q}], "answer": a, "task": t}
+            for q, a, t in [("What is 12 + 35?", "47", "arith"), ("河水向哪里流？", "东", "facts")]]  # fmt: skip
+    path = tmp_path / "eval.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    result = run_task(model, tok, path, max_new_tokens=8)
+    generations = tasks.generate_answers(model, tok, [r["messages"] for r in rows], max_new_tokens=8)
+    assert [e["generation"] for e in result["examples"]] == generations  # greedy: reproducible
+    expected = sum(is_correct(g, r["answer"]) for g, r in zip(generations, rows)) / 2
+    assert result["accuracy"] == expected and set(result["per_task"]) == {"arith", "facts"}
+    # A model that always answers "47" gets the arithmetic row right and the other wrong.
+    monkeypatch.setattr(tasks, "generate_answers", lambda *a, **k: ["47.", "47."])
+    assert run_task(model, tok, path)["per_task"] == {"arith": 1.0, "facts": 0.0}
+
+
+def test_pair_logps_shapes_and_eval_errors(tmp_path, make_model_dir, bpe_tokenizer_dir):
+    model = load_model(make_model_dir(tmp_path / "m"))
+    tok = load_tokenizer(bpe_tokenizer_dir)
+    q = {"role": "user", "content": "hi"}
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"chosen": [q, {"role": "assistant", "content": "hello"}],
+                                 "rejected": [q, {"role": "assistant", "content": "河水"}]}) + "\n")  # fmt: skip
+    logps = pair_logps(model, tok, pairs)
+    assert logps.shape == (1, 2) and (logps < 0).all()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"messages": [q]}) + "\n")
+    with pytest.raises(ValueError, match="bad.jsonl:1"):
+        run_task(model, tok, bad)

@@ -1,0 +1,140 @@
+"""``weakwater chat`` (one-shot, interactive, raw mode, history trimming, reasoning display) and
+``weakwater bench decode``."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+
+from weakwater.cli import main
+from weakwater.infer import SamplingParams
+from weakwater.infer.cli import DIM, RESET, ChatSession, is_pretrain_model
+from weakwater.infer.reasoning import split_reasoning
+
+
+def test_one_shot_prompt_prints_the_greedy_reply(tiny_model_dir, generator, capsys):
+    rc = main(
+        [
+            "chat",
+            "--model",
+            str(tiny_model_dir),
+            "--prompt",
+            "你好",
+            "--temperature",
+            "0",
+            "--repetition-penalty",
+            "1",
+            "--max-new-tokens",
+            "8",
+            "--device",
+            "cpu",
+        ]
+    )
+    assert rc == 0
+    reply = generator.chat([{"role": "user", "content": "你好"}], SamplingParams(max_new_tokens=8))
+    assert capsys.readouterr().out.strip() == split_reasoning(reply)[1]
+
+
+def test_interactive_reset_and_exit(tiny_model_dir, monkeypatch, capsys):
+    lines = iter(["hello", "/reset", "again", "/exit"])
+    monkeypatch.setattr("builtins.input", lambda _prompt="": next(lines))
+    rc = main(["chat", "--model", str(tiny_model_dir), "--max-new-tokens", "4", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "(history cleared)" in out
+
+
+def test_pretrain_stage_selects_raw_mode(tiny_model_dir, generator, tmp_path, capsys):
+    model_dir = tmp_path / "pretrained"
+    shutil.copytree(tiny_model_dir, model_dir)
+    meta = json.loads((model_dir / "config.json").read_text())
+    (model_dir / "config.json").write_text(json.dumps({**meta, "stage": "pretrain"}))
+    assert is_pretrain_model({"stage": "pretrain"}, True) and not is_pretrain_model({}, True)
+    assert is_pretrain_model({}, has_chat_template=False)
+    flags = ["--prompt", "Once upon", "--max-new-tokens", "6", "--temperature", "0", "--repetition-penalty", "1"]
+    main(["chat", "--model", str(model_dir), *flags, "--device", "cpu"])
+    assert capsys.readouterr().out == generator.complete("Once upon", SamplingParams(max_new_tokens=6)) + "\n"
+
+
+def test_history_is_trimmed_to_the_context(generator):
+    session = ChatSession(generator, SamplingParams(max_new_tokens=16), out=io.StringIO())
+    for i in range(10):
+        session.history += [{"role": "user", "content": f"question {i} " * 3}, {"role": "assistant", "content": "ok"}]
+    ids = session.prompt_ids("last question")
+    assert len(ids) + 16 <= generator.max_seq_len
+    assert session.history and session.history[-2]["content"].startswith("question 9")
+    assert len(session.history) < 20
+
+
+def test_reasoning_is_dimmed_and_left_out_of_history(generator, monkeypatch):
+    pieces = ["<thi", "nk>\nweigh", " options\n</th", "ink>\n<answer>", "42</answer>"]
+    monkeypatch.setattr(generator, "stream_text", lambda ids, params: iter(pieces))
+    out = io.StringIO()
+    session = ChatSession(generator, SamplingParams(), out=out, color=True)
+    assert session.reply("q") == "42"
+    text = out.getvalue()
+    assert text.index(DIM) < text.index("weigh options") < text.index(RESET) < text.index("42")
+    assert session.history[-1] == {"role": "assistant", "content": "42"}
+    plain = io.StringIO()
+    ChatSession(generator, SamplingParams(), out=plain, color=False).reply("q")
+    assert "[think] " in plain.getvalue() and "\033" not in plain.getvalue()
+
+
+def test_bench_decode_writes_json_and_matches_hf(tmp_path, capsys):
+    out = tmp_path / "decode.json"
+    rc = main(
+        [
+            "bench",
+            "decode",
+            "--preset",
+            "tiny",
+            "--batch",
+            "1",
+            "2",
+            "--tokens",
+            "4",
+            "--repeats",
+            "1",
+            "--json",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    result = json.loads(out.read_text())
+    assert [r["batch"] for r in result["results"]] == [1, 2]
+    for r in result["results"]:
+        assert r["ours_tok_s"] > 0 and r["hf_tok_s"] > 0
+        assert r["same_tokens"] == 1.0  # HF greedy on the same weights picks the same tokens
+    assert "ours / HF" in capsys.readouterr().out
+
+
+def test_serve_command_answers_on_loopback(tiny_model_dir):
+    """``weakwater serve`` as a user runs it: a subprocess on a free port, API key from the env."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    env = {**os.environ, "WEAKWATER_API_KEY": "k"}
+    cmd = [sys.executable, "-m", "weakwater", "serve", "--model", str(tiny_model_dir), "--port", str(port)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": "Bearer k"}, timeout=5)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
+                time.sleep(0.5)
+        assert r.status_code == 200 and r.json()["data"][0]["id"] == tiny_model_dir.name
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5).status_code == 401
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

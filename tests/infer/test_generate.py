@@ -1,0 +1,146 @@
+"""The KV-cache engine against a naive full-recompute decoder, batching and streaming."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from weakwater.infer import Generator, SamplingParams, TextStream
+
+
+@pytest.fixture(scope="module")
+def gen(generator) -> Generator:
+    return generator
+
+
+def naive_greedy(model, prompt: list[int], n: int) -> list[int]:
+    """Reference decoder: recompute the whole sequence for every new token, no cache."""
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(n):
+            ids.append(int(model(torch.tensor([ids]))[0, -1].argmax()))
+    return ids[len(prompt) :]
+
+
+PROMPTS = [[5, 17, 300, 42], [900, 12], [7, 8, 9, 10, 11, 12, 13, 14, 15], [1000]]
+
+
+def test_kv_cache_greedy_equals_full_recompute(gen):
+    for prompt in PROMPTS:
+        assert gen.generate([prompt], SamplingParams(max_new_tokens=20)) == [naive_greedy(gen.model, prompt, 20)]
+
+
+def test_batched_equals_one_at_a_time_greedy(gen):
+    params = SamplingParams(max_new_tokens=20)
+    alone = [gen.generate([p], params)[0] for p in PROMPTS]
+    assert gen.generate(PROMPTS, params) == alone
+
+
+def test_batched_equals_one_at_a_time_sampled_with_mixed_params(gen):
+    params = [
+        SamplingParams(max_new_tokens=15, temperature=0.9, top_k=50, seed=1),
+        SamplingParams(max_new_tokens=5),
+        SamplingParams(max_new_tokens=12, temperature=1.2, top_p=0.8, repetition_penalty=1.3, seed=2),
+        SamplingParams(max_new_tokens=15, temperature=0.7, seed=3),
+    ]
+    alone = [gen.generate([p], sp)[0] for p, sp in zip(PROMPTS, params)]
+    assert gen.generate(PROMPTS, params) == alone
+    assert [len(a) for a in alone] == [15, 5, 12, 15]
+
+
+def test_stop_token_ends_and_is_excluded(gen):
+    prompt = PROMPTS[0]
+    free = gen.generate([prompt], SamplingParams(max_new_tokens=20))[0]
+    stop = free[5]
+    first = free.index(stop)
+    out = gen.generate([prompt], SamplingParams(max_new_tokens=20, stop_token_ids=(stop,)))[0]
+    assert out == free[:first]
+
+
+def test_context_limit_caps_new_tokens(gen):
+    prompt = list(range(10, 10 + gen.max_seq_len - 3))
+    assert len(gen.generate([prompt], SamplingParams(max_new_tokens=50))[0]) == 3
+    with pytest.raises(ValueError, match="context"):
+        gen.generate([list(range(gen.max_seq_len))], SamplingParams())
+
+
+def test_stream_matches_generate_and_stop_string_cuts_text(gen, tokenizer):
+    prompt = tokenizer.encode("hello world")
+    params = SamplingParams(max_new_tokens=25)
+    assert list(gen.stream(prompt, params)) == gen.generate([prompt], params)[0]
+    full = "".join(gen.stream_text(prompt, params))
+    assert full == tokenizer.decode(gen.generate([prompt], params)[0])
+    stop = full[8:11]
+    cut = "".join(gen.stream_text(prompt, SamplingParams(max_new_tokens=25, stop=(stop,))))
+    assert cut == full[: full.index(stop)]
+
+
+def test_text_stream_holds_back_partial_characters_and_stop_prefixes(tokenizer):
+    ids = tokenizer.encode("你好世界 END tail")
+    stream = TextStream(lambda t: tokenizer.decode(t), stop=("END",))
+    deltas = [stream.push(i) for i in ids]
+    deltas.append(stream.finish())
+    assert "".join(deltas) == "你好世界 "
+    assert all("\ufffd" not in d for d in deltas)
+
+
+def test_zero_new_tokens_and_empty_prompt(gen):
+    assert gen.generate([[1, 2]], SamplingParams(max_new_tokens=0)) == [[]]
+    with pytest.raises(ValueError, match="empty"):
+        gen.generate([[]], SamplingParams())
+
+
+def test_chat_renders_and_stops_at_end_of_turn(gen, tokenizer):
+    messages = [{"role": "user", "content": "你好"}]
+    reply = gen.chat(messages, SamplingParams(max_new_tokens=10))
+    ids = gen.chat_prompt(messages)
+    assert "<|im_start|>assistant\n" in tokenizer.decode(ids)
+    assert "<|im_end|>" not in reply and "<|endoftext|>" not in reply
+
+
+def test_fast_decoder_equals_model_forward_and_follows_weight_updates(gen, tokenizer):
+    slow = Generator(gen.model, tokenizer, fast=False)
+    assert gen.fast and not slow.fast
+    params = SamplingParams(max_new_tokens=20)
+    assert gen.generate(PROMPTS, params) == slow.generate(PROMPTS, params)
+    prompt = [PROMPTS[0]]
+    before = gen.generate(prompt, params)
+    weight = gen.model.layers[0].mlp.up_proj.weight
+    saved = weight.detach().clone()
+    with torch.no_grad():
+        weight.mul_(-3.0)  # an in-place update, as an optimizer step makes
+    try:
+        after = gen.generate(prompt, params)
+        assert after == slow.generate(prompt, params) and after != before
+    finally:
+        with torch.no_grad():
+            weight.copy_(saved)
+    assert gen.generate(prompt, params) == before
+
+
+def test_joining_a_running_batch_changes_nobody_s_output(gen):
+    """Continuous batching: sequences merged mid-run (shorter and longer than the running cache)
+    produce what they would alone, and so do the sequences already running."""
+    first = [PROMPTS[0], PROMPTS[1]]
+    first_params = [SamplingParams(max_new_tokens=6), SamplingParams(max_new_tokens=25)]
+    later = [list(range(50, 80)), [3], PROMPTS[2]]
+    later_params = [
+        SamplingParams(max_new_tokens=10),
+        SamplingParams(max_new_tokens=12, temperature=0.8, top_p=0.9, repetition_penalty=1.2, seed=4),
+        SamplingParams(max_new_tokens=7),
+    ]
+    dec = gen.decoder(first, first_params)
+    out: dict[int, list[int]] = {}
+    for _ in range(4):
+        dec.step()
+    indices = dec.merge(gen.decoder(later, later_params))
+    for _ in range(3):
+        dec.step()
+    indices.append(dec.merge(gen.decoder([PROMPTS[3]], [SamplingParams(max_new_tokens=9)]))[0])
+    while not dec.done:
+        dec.step()
+    out = {r.index: r.tokens for r in dec.finished}
+    everyone = list(zip(first, first_params)) + list(zip(later, later_params))
+    everyone.append((PROMPTS[3], SamplingParams(max_new_tokens=9)))
+    alone = [gen.generate([p], sp)[0] for p, sp in everyone]
+    assert [out[i] for i in [0, 1, *indices]] == alone

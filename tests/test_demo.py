@@ -1,0 +1,97 @@
+"""The demo's pieces: language-model metrics against hand values, and the report card's verdicts.
+
+The whole pipeline (``weakwater demo --fast``) takes minutes on a shared 2-core machine, so it runs only
+with ``WEAKWATER_RUN_DEMO=1``; its stages are covered by the stage tests.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+
+import pytest
+import torch
+
+from weakwater.demo import language_model_metrics
+from weakwater.eval.report import headline_rows, render, write_report
+
+
+def _task(acc: float, fmt: float = 0.0) -> dict:
+    return {"n": 10, "accuracy": acc, "format_rate": fmt, "per_task": {}, "examples": [
+        {"prompt": "q", "answer": "a", "generation": "a"}]}  # fmt: skip
+
+
+RESULTS = {
+    "pretrain": {"val_loss": 2.0, "bits_per_byte": 1.5, "unigram_loss": 5.0, "unigram_bits_per_byte": 3.5,
+                 "samples": ["Su Ming lives in Varan."]},
+    "sft": {"facts": {"before": _task(0.0), "after": _task(0.4)}, "arith": {"before": _task(0.1), "after": _task(0.1)}},
+    "distill": {"reasoning": {"before": _task(0.2, 0.0), "after": _task(0.5, 0.97)}},
+    "dpo": {"preference": {"before": {"accuracy": 0.6, "mean_margin": 0.1},
+                           "after": {"accuracy": 0.9, "mean_margin": 2.0}},
+            "implicit_reward": {"accuracy": 0.95, "mean_margin": 1.9},
+            "behaviour": {"before": {"rate": 0.3, "concise": 0.4}, "after": {"rate": 0.7, "concise": 0.9}}},
+    "lora": {"domain": {"before": _task(0.0), "after": _task(0.6)},
+             "general": {"before": _task(0.4), "after": _task(0.25)},
+             "general_arith": {"before": _task(0.1), "after": _task(0.1)}},
+    "times_s": {"pretrain": 300.0, "total": 900.0},
+}  # fmt: skip
+
+
+def test_report_verdicts(tmp_path):
+    verdicts = {(stage, metric): ok for stage, metric, _, _, ok in headline_rows(RESULTS)}
+    assert verdicts[("pretrain", "val bits/byte (unigram baseline -> model)")]
+    assert not verdicts[("sft", "exact match, held-out additions")]  # no change is not an improvement
+    assert not verdicts[("lora", "general: facts (should drop little)")]  # a 15-point drop is flagged
+    assert all(ok for (stage, _), ok in verdicts.items() if stage in ("distill", "dpo"))
+    path = write_report(tmp_path, RESULTS)
+    text = path.read_text()
+    assert "| sft | exact match, pretraining-only facts | 0.0% | 40.0% | yes |" in text
+    assert json.loads((tmp_path / "report.json").read_text())["times_s"]["total"] == 900.0
+    broken = copy.deepcopy(RESULTS)
+    broken["pretrain"]["bits_per_byte"] = 4.0
+    assert "| pretrain | val bits/byte (unigram baseline -> model) | 3.500 | 4.000 | NO |" in render(broken)
+
+
+class Uniform(torch.nn.Module):
+    """Predicts every token with probability 1/V: its loss is exactly ln V."""
+
+    def __init__(self, vocab: int) -> None:
+        super().__init__()
+        self.vocab = vocab
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(*ids.shape, self.vocab)
+
+
+def test_language_model_metrics_by_hand(tmp_path, bpe_tokenizer_dir):
+    from weakwater.data.prepare import prepare
+    from weakwater.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(bpe_tokenizer_dir)
+    docs = tmp_path / "docs.jsonl"
+    val = tmp_path / "val.jsonl"
+    docs.write_text("".join(json.dumps({"text": f"The river flows east {i}. 河水向东流。"}) + "\n" for i in range(40)))
+    val.write_text(json.dumps({"text": "Small models learn fast on small data."}) + "\n")
+    prepare([docs], bpe_tokenizer_dir, tmp_path / "shards", val_data=[val], workers=1)
+    m = language_model_metrics(Uniform(tok.vocab_size), tmp_path / "shards", tok, seq_len=8)
+    assert m["val_loss"] == pytest.approx(math.log(tok.vocab_size), rel=1e-5)
+    n_bytes = len(b"Small models learn fast on small data.")
+    n_targets = len(tok.encode("Small models learn fast on small data.")) - 1
+    # bits/byte = total nats / ln 2 / bytes; the val split may add a document separator token
+    assert m["bits_per_byte"] == pytest.approx(m["val_loss"] * m["val_tokens"] / math.log(2) / n_bytes, rel=1e-6)
+    assert m["val_tokens"] >= n_targets
+    assert m["unigram_loss"] > 0
+
+
+@pytest.mark.skipif(os.environ.get("WEAKWATER_RUN_DEMO") != "1", reason="minutes on 2 cores; set WEAKWATER_RUN_DEMO=1")
+def test_fast_demo_end_to_end(tmp_path):
+    from weakwater.demo import run_demo
+
+    report = run_demo(tmp_path / "demo", fast=True)
+    text = report.read_text()
+    assert text.count("\n| ") >= 12
+    for stage in ("pretrain", "sft", "distill", "dpo", "lora"):
+        assert (tmp_path / "demo" / stage / "final" / "config.json").exists()
+        assert (tmp_path / "demo" / stage / "loss.png").exists()

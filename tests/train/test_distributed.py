@@ -1,0 +1,120 @@
+"""torchrun on CPU with gloo: 2 processes x batch b must follow the 1-process x batch 2b trajectory
+(DDP and FSDP2), and a 2-process run must resume from its own (sharded, for FSDP) checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from weakwater.train.config import TrainConfig
+from weakwater.train.stages.pretrain import PretrainStage
+from weakwater.train.trainer import Trainer
+
+SCRIPT = Path(__file__).with_name("tiny_run.py")
+REPO = Path(__file__).resolve().parents[2]
+TINY_MODEL = {"vocab_size": 64, "dim": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "max_seq_len": 64}
+COMMON = dict(seq_len=32, lr=3e-3, warmup_steps=2, log_every=1, eval_every=3, eval_batches=2, plot=False)
+# Sums are reduced in a different order across 2 ranks than inside 1 process: equal up to float rounding.
+TOLERANCE = 1e-5
+
+
+def launch(shards: Path, out: Path, *extra: str, **env: str) -> subprocess.Popen:
+    env = {**os.environ, "WEAKWATER_NO_PROGRESS": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **env}
+    args = [f"{k}={json.dumps(v)}" for k, v in COMMON.items()]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(SCRIPT)]
+    return subprocess.Popen(
+        [*cmd, str(shards), str(out), "batch_size=8", *args, *extra],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def torchrun(shards: Path, out: Path, *extra: str) -> None:
+    proc = launch(shards, out, *extra)
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output[-3000:]
+
+
+def losses(out: Path) -> dict[tuple[int, str], float]:
+    """{(step, "loss" | "val_loss"): value} from a run's metrics.jsonl."""
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return {(r["step"], key): r[key] for r in records for key in ("loss", "val_loss") if key in r}
+
+
+def single_process(shards: Path, out: Path, max_steps: int) -> Path:
+    cfg = TrainConfig(
+        data=str(shards),
+        out=str(out),
+        batch_size=16,
+        max_steps=max_steps,
+        save_every=0,
+        model=dict(TINY_MODEL),
+        **COMMON,
+    )
+    return Trainer(cfg, PretrainStage(cfg)).fit()
+
+
+def assert_same_trajectory(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    diff = max(abs(a[k] - b[k]) for k in a)
+    print(f"max |loss difference| 2 processes vs 1 process: {diff:.3g}")
+    assert diff < TOLERANCE, (diff, a, b)
+    return diff
+
+
+def resume_after_dropping_last_checkpoint(shards: Path, out: Path, last: str, *extra: str) -> None:
+    """Forget the newest checkpoint and the final model, resume, and expect the same final weights."""
+    before = load_file(str(out / "final" / "model.safetensors"))
+    shutil.rmtree(out / "checkpoints" / last)
+    shutil.rmtree(out / "final")
+    torchrun(shards, out, "resume=true", *extra)
+    after = load_file(str(out / "final" / "model.safetensors"))
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert any(json.loads(line).get("event") == "resume" for line in (out / "metrics.jsonl").read_text().splitlines())
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_one_process_and_resume(shards, tmp_path):
+    single_process(shards, tmp_path / "one", max_steps=6)
+    torchrun(shards, tmp_path / "ddp", "max_steps=6", "save_every=3")
+    assert_same_trajectory(losses(tmp_path / "one"), losses(tmp_path / "ddp"))
+
+    # SIGTERM to torchrun reaches both ranks: they agree to stop, checkpoint once and exit without hanging
+    out = tmp_path / "stopped"
+    proc = launch(shards, out, "max_steps=6", "save_every=0", WEAKWATER_TEST_STEP_PAUSE="0.5")
+    deadline = time.monotonic() + 120
+    while not ((out / "metrics.jsonl").exists() and '"loss"' in (out / "metrics.jsonl").read_text()):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-3000:]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=120)
+    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["event"] == "interrupted" and 1 <= last["step"] < 6
+    assert (out / "checkpoints" / "latest").read_text().strip() == f"step_{last['step']:07d}"
+    torchrun(shards, out, "max_steps=6", "save_every=0", "resume=true")
+    a = load_file(str(tmp_path / "ddp" / "final" / "model.safetensors"))
+    b = load_file(str(out / "final" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_fsdp2_two_processes_match_one_process_and_resume_from_sharded_checkpoint(shards, tmp_path):
+    single_process(shards, tmp_path / "one", max_steps=4)
+    torchrun(shards, tmp_path / "fsdp", "max_steps=4", "save_every=2", "fsdp=true")
+    assert_same_trajectory(losses(tmp_path / "one"), losses(tmp_path / "fsdp"))
+    assert (tmp_path / "fsdp" / "checkpoints" / "step_0000002" / "sharded").is_dir()
+    resume_after_dropping_last_checkpoint(
+        shards, tmp_path / "fsdp", "step_0000004", "max_steps=4", "save_every=2", "fsdp=true"
+    )

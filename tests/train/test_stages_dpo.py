@@ -1,0 +1,125 @@
+"""DPO family: losses and rewards against hand-worked values, and short runs on the real pairs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from weakwater.data.sft import IGNORE
+from weakwater.tokenizer import load_tokenizer
+from weakwater.train.losses import preference_loss, sequence_logps
+from weakwater.train.stages.dpo import REF_FILE, DPOConfig, DPOStage
+from weakwater.train.trainer import Trainer
+
+# Two pairs: policy chosen/rejected log-probs, reference chosen/rejected log-probs.
+PC, PR = torch.tensor([-1.0, -4.0]), torch.tensor([-3.0, -2.0])
+RC, RR = torch.tensor([-2.0, -3.0]), torch.tensor([-2.0, -3.0])
+
+
+def test_sigmoid_dpo_by_hand():
+    out = preference_loss("sigmoid", PC, PR, RC, RR, beta=0.5)
+    # pair 1: ratios +1 / -1, h = 2, loss = -log sigmoid(0.5 * 2) = log(1 + e^-1); pair 2: h = -2.
+    assert out.losses.tolist() == pytest.approx([math.log1p(math.exp(-1)), math.log1p(math.exp(1))])
+    assert out.chosen_rewards.tolist() == pytest.approx([0.5, -0.5])
+    assert out.rejected_rewards.tolist() == pytest.approx([-0.5, 0.5])
+
+
+def test_ipo_by_hand():
+    out = preference_loss("ipo", PC, PR, RC, RR, beta=0.5)
+    assert out.losses.tolist() == pytest.approx([(2 - 1) ** 2, (-2 - 1) ** 2])  # (h - 1/(2 beta))^2
+
+
+def test_simpo_by_hand():
+    out = preference_loss("simpo", PC, PR, None, None, beta=2.0, chosen_len=torch.tensor([2, 1]),
+                          rejected_len=torch.tensor([4, 4]), simpo_gamma=0.5)  # fmt: skip
+    # pair 1: 2*(-1/2) - 2*(-3/4) - 0.5 = 0 -> log 2; pair 2: 2*(-4) - 2*(-2/4) - 0.5 = -7.5
+    assert out.losses.tolist() == pytest.approx([math.log(2), math.log1p(math.exp(7.5))])
+    assert out.chosen_rewards.tolist() == pytest.approx([-1.0, -8.0])
+
+
+def test_sequence_logps_by_hand():
+    logits = torch.zeros(1, 4, 2)
+    logits[0, 0] = torch.tensor([math.log(3.0), 0.0])  # p(token 0) = 3/4 at position 0
+    targets = torch.tensor([[0, 1, IGNORE, 1]])
+    logps, n = sequence_logps(logits, targets)
+    assert n.item() == 3 and logps.item() == pytest.approx(math.log(0.75) + 2 * math.log(0.5))
+
+
+def _cfg(tmp_path, data, init, **kw) -> DPOConfig:
+    base = dict(data=str(data), out=str(tmp_path / "dpo"), init=str(init), max_steps=2, batch_size=2, seq_len=64,
+                eval_every=0, eval_batches=1, save_every=0, log_every=1, device="cpu", warmup_steps=0)  # fmt: skip
+    return DPOConfig(**{**base, **kw})
+
+
+def _metrics(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("mode", ["precompute", "copy", "lora", "simpo", "ipo"])
+def test_short_runs_on_real_pairs(tmp_path, reference_dir, make_model_dir, bpe_tokenizer_dir, mode):
+    init = make_model_dir(tmp_path / "init")
+    data = reference_dir / "data" / "dpo.jsonl"
+    extra = {
+        "precompute": {"precompute_ref": True, "val_data": str(data)},
+        "copy": {},
+        "lora": {"lora_rank": 4, "lora_alpha": 8.0, "val_data": str(data)},
+        "simpo": {"loss_type": "simpo", "beta": 2.0},
+        "ipo": {"loss_type": "ipo"},
+    }[mode]
+    cfg = _cfg(tmp_path, data, init, lr=1e-3, **extra)
+    tok = load_tokenizer(bpe_tokenizer_dir)
+    stage = DPOStage(cfg, tok)
+    trainer = Trainer(cfg, stage, tokenizer=tok)
+    final = trainer.fit()
+    assert (final / "config.json").exists()
+    rows = [r for r in _metrics(tmp_path / "dpo") if "loss" in r]
+    if mode in ("precompute", "copy", "lora"):
+        # The policy starts equal to the reference, so the first loss is exactly log 2.
+        assert rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-5)
+    assert all(math.isfinite(r["loss"]) for r in rows)
+    assert all("reward_acc" in r and "logp_chosen" in r and "reward_margin" in r for r in rows)
+    evals = [r for r in _metrics(tmp_path / "dpo") if "train_skipped" in r]
+    assert evals and evals[-1]["train_skipped"] == 0
+    if mode == "precompute":
+        assert torch.load(tmp_path / "dpo" / REF_FILE, weights_only=True)["logps"].shape == (200, 2)
+        assert "val_reward_margin" in evals[-1]
+    if mode == "lora":
+        assert (tmp_path / "dpo" / "adapter" / "adapter_config.json").exists()
+
+
+def test_stage_loss_uses_precomputed_reference(tmp_path, make_model_dir, bpe_tokenizer_dir):
+    """The stage's loss equals the hand formula applied to the model's own log-probs and the stored reference."""
+    init = make_model_dir(tmp_path / "init")
+    q = {"role": "user", "content": "What is 12 + 35?"}
+    pair = {
+        "chosen": [q, {"role": "assistant", "content": "47"}],
+        "rejected": [q, {"role": "assistant", "content": "河水"}],
+    }
+    data = tmp_path / "pairs.jsonl"
+    data.write_text(json.dumps(pair) + "\n")
+    tok = load_tokenizer(bpe_tokenizer_dir)
+    cfg = _cfg(tmp_path, data, init, beta=0.1)
+    stage = DPOStage(cfg, tok)
+    stage.datasets()
+    stage.ref_logps = torch.tensor([[-5.0, -7.0]])
+    from weakwater.model.io import load_model
+
+    model = load_model(init)
+    batch = stage.collate([stage.train_set[0]])
+    loss, count, metrics = stage.loss(model, batch)
+    logps, _ = sequence_logps(model(batch["input_ids"]), batch["targets"])
+    h = (logps[0] + 5.0) - (logps[1] + 7.0)
+    assert count.item() == 1
+    assert loss.item() == pytest.approx(-torch.nn.functional.logsigmoid(0.1 * h).item(), rel=1e-5)
+    assert metrics["reward_margin"] == pytest.approx(0.1 * h.item(), rel=1e-5)
+    assert metrics["reward_acc"] == float(h.item() > 0)
+
+
+def test_config_needs_init_for_reference(tmp_path):
+    with pytest.raises(ValueError, match="--init is required"):
+        DPOConfig(data="x.jsonl", out=str(tmp_path)).validate()
+    with pytest.raises(ValueError, match="--loss-type"):
+        DPOConfig(data="x.jsonl", out=str(tmp_path), init="m", loss_type="hinge").validate()

@@ -1,0 +1,248 @@
+"""The training engine on tiny CPU runs: learning, resume equality, accumulation, faults, outputs."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from weakwater.model.io import load_model
+from weakwater.train.checkpoint import CheckpointManager
+from weakwater.train.config import ConfigError, TrainConfig
+from weakwater.train.stages.pretrain import PretrainStage
+from weakwater.train.trainer import Trainer
+
+TINY_MODEL = {"vocab_size": 64, "dim": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "max_seq_len": 64}
+
+
+def make_cfg(shards: Path, out: Path, **overrides) -> TrainConfig:
+    fields = dict(
+        data=str(shards),
+        out=str(out),
+        batch_size=8,
+        seq_len=32,
+        lr=3e-3,
+        warmup_steps=5,
+        log_every=5,
+        eval_every=10,
+        eval_batches=4,
+        save_every=10,
+        max_steps=20,
+        plot=False,
+        model=dict(TINY_MODEL),
+    )
+    fields.update(overrides)
+    return TrainConfig(**fields)
+
+
+def run(cfg: TrainConfig, stop_at: int | None = None) -> Trainer:
+    """Train; with ``stop_at``, deliver a SIGINT-equivalent after that step (like Ctrl-C)."""
+    trainer = Trainer(cfg, PretrainStage(cfg))
+    if stop_at is not None:
+        step = trainer._train_step
+
+        def stepping():
+            result = step()
+            if trainer.step >= stop_at:
+                trainer.stop_signal = signal.SIGINT
+            return result
+
+        trainer._train_step = stepping
+    trainer.fit()
+    return trainer
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path / "model.safetensors"))
+
+
+def metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_tiny_pretraining_loss_falls_and_writes_the_run_dir(shards, tmp_path):
+    out = tmp_path / "run"
+    trainer = run(make_cfg(shards, out, max_steps=40, save_every=20, eval_every=20, plot=True))
+    losses = [r["loss"] for r in metrics(out) if "loss" in r]
+    vals = [r["val_loss"] for r in metrics(out) if "val_loss" in r]
+    assert losses[0] < math.log(64) + 0.1
+    assert losses[-1] < losses[0] - 0.8, losses
+    assert vals[-1] < math.log(64) - 0.8, vals
+    assert all(r["tokens_per_s"] > 0 for r in metrics(out) if "loss" in r)
+    model = load_model(out / "final")  # a normal saved model dir, sha256-verified
+    assert model.config.dim == TINY_MODEL["dim"]
+    assert json.loads((out / "final" / "config.json").read_text())["step"] == 40
+    assert (out / "best" / "model.safetensors").exists() and (out / "loss.png").stat().st_size > 1000
+    assert json.loads((out / "config.json").read_text())["max_steps"] == 40
+    assert [p.name for p in trainer.ckpt.steps()] == ["step_0000040", "step_0000020"]
+    assert (out / "checkpoints" / "latest").read_text().strip() == "step_0000040"
+
+
+def test_interrupted_run_resumes_bitwise_equal(shards, tmp_path):
+    # dropout on so the torch RNG state matters too
+    model = dict(TINY_MODEL, dropout=0.1)
+    run(make_cfg(shards, tmp_path / "full", model=model))
+    part = run(make_cfg(shards, tmp_path / "part", model=model), stop_at=7)
+    assert part.interrupted and part.step == 7
+    assert not (tmp_path / "part" / "final").exists()
+    resumed = run(make_cfg(shards, tmp_path / "part", model=model, resume=True))
+    assert resumed.step == 20
+    a, b = weights(tmp_path / "full" / "final"), weights(tmp_path / "part" / "final")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    steps = [r["step"] for r in metrics(tmp_path / "part") if "loss" in r]
+    assert steps == sorted(set(steps)), "records after the checkpoint must not be duplicated"
+
+    # validation losses are exact; train-loss records after step 10 cover the same steps again
+    def records(out):
+        return [
+            (r["step"], r.get("val_loss", r.get("loss"))) for r in metrics(out) if r["step"] > 10 or "val_loss" in r
+        ]
+
+    assert records(tmp_path / "full") == records(tmp_path / "part")
+
+
+def test_gradient_accumulation_equals_one_big_batch(shards, tmp_path):
+    big = run(make_cfg(shards, tmp_path / "big", batch_size=8, grad_accum=1, max_steps=6, eval_every=0))
+    acc = run(make_cfg(shards, tmp_path / "acc", batch_size=4, grad_accum=2, max_steps=6, eval_every=0))
+    a, b = weights(big.out / "final"), weights(acc.out / "final")
+    diff = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert diff < 1e-5, diff
+
+
+def test_nan_steps_are_skipped_counted_and_rolled_back(shards, tmp_path, monkeypatch):
+    # attempts 12..14 are poisoned: three consecutive bad steps after the step-10 checkpoint
+    monkeypatch.setenv("WEAKWATER_TEST_NAN_AT", "12,13,14")
+    trainer = run(make_cfg(shards, tmp_path / "run", max_bad_steps=3))
+    assert trainer.step == 20
+    assert trainer.counters["bad_steps"] == 3 and trainer.counters["rollbacks"] == 1
+    assert trainer.lr_scale == 0.5
+    events = [r for r in metrics(tmp_path / "run") if r.get("event") in ("bad_step", "rollback")]
+    assert [e["event"] for e in events] == ["bad_step"] * 3 + ["rollback"]
+    assert events[-1]["step"] == 10 and events[-1]["to"].endswith("step_0000010")
+    for value in weights(tmp_path / "run" / "final").values():
+        assert torch.isfinite(value).all()
+
+
+def test_single_nan_step_is_skipped_without_rollback(shards, tmp_path, monkeypatch):
+    monkeypatch.setenv("WEAKWATER_TEST_NAN_AT", "3")
+    trainer = run(make_cfg(shards, tmp_path / "run", max_steps=8, eval_every=0, save_every=0))
+    assert trainer.counters["bad_steps"] == 1 and trainer.counters["rollbacks"] == 0
+    assert trainer.lr_scale == 1.0 and trainer.attempts == 9
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_previous(shards, tmp_path, capsys):
+    out = tmp_path / "run"
+    run(make_cfg(shards, out), stop_at=15)  # checkpoints at 10 and 15 (interrupt)
+    latest = out / "checkpoints" / "step_0000015" / "model.safetensors"
+    data = bytearray(latest.read_bytes())
+    data[-5] ^= 0xFF
+    latest.write_bytes(bytes(data))
+    trainer = Trainer(make_cfg(shards, out, resume=True), PretrainStage(make_cfg(shards, out)))
+    trainer._resume()
+    assert trainer.step == 10
+    err = capsys.readouterr().err
+    assert "step_0000015" in err and "sha256 mismatch" in err and "previous" in err
+    (out / "checkpoints" / "step_0000010" / "state.json").write_text("{}")
+    with pytest.raises(ConfigError, match="every checkpoint .* failed verification"):
+        Trainer(make_cfg(shards, out, resume=True), PretrainStage(make_cfg(shards, out)))._resume()
+
+
+def test_checkpoint_manager_keeps_last_k_and_latest_points_to_newest(tmp_path):
+    manager = CheckpointManager(tmp_path, keep_last=2)
+    for step in (1, 2, 3):
+        tmp = manager.begin(step)
+        (tmp / "blob").write_bytes(bytes([step]) * 10)
+        manager.commit(tmp, step)
+    assert [p.name for p in manager.steps()] == ["step_0000003", "step_0000002"]
+    assert manager.find_valid() == tmp_path / "step_0000003"
+    (tmp_path / "step_0000003" / "blob").unlink()
+    assert manager.find_valid(warn=lambda m: None) == tmp_path / "step_0000002"
+    leftover = manager.begin(4)  # a crash here leaves only a hidden temp dir ...
+    (leftover / "blob").write_bytes(b"x")
+    assert manager.find_valid(warn=lambda m: None) == tmp_path / "step_0000002"  # ... which is never loaded
+
+
+def test_tensorboard_tracker_writes_event_files_offline(shards, tmp_path):
+    run(make_cfg(shards, tmp_path / "run", max_steps=5, eval_every=0, save_every=0, tracker="tensorboard"))
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.parametrize(
+    ("kind", "pattern"),
+    [("wandb", "wandb/offline-run-*/run-*.wandb"), ("swanlab", "swanlog/run-*/run-*.swanlab")],
+)
+def test_optional_trackers_write_offline(shards, tmp_path, monkeypatch, kind, pattern):
+    pytest.importorskip(kind, reason=f"{kind} not installed (optional extra 'tracking')")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    out = tmp_path / "run"
+    run(make_cfg(shards, out, max_steps=5, eval_every=0, save_every=0, tracker=kind))
+    assert list(out.glob(pattern)), f"{kind} wrote no run file under {out}"
+
+
+def test_bf16_autocast_on_cpu_trains(shards, tmp_path):
+    trainer = run(make_cfg(shards, tmp_path / "run", dtype="bf16", max_steps=5, eval_every=0, save_every=0))
+    assert trainer.dtype == torch.bfloat16
+    assert all(math.isfinite(r["loss"]) for r in metrics(tmp_path / "run") if "loss" in r)
+
+
+class CopyStage:
+    """A stage from outside the package: its own dataset, collator and loss with an extra metric."""
+
+    name = "copy"
+
+    def datasets(self):
+        g = torch.Generator().manual_seed(0)
+        items = [torch.randint(1, 64, (17,), generator=g) for _ in range(64)]
+        return items, items[:16]
+
+    def collate(self, samples):
+        x = torch.stack(samples)
+        return {"input_ids": x[:, :-1], "labels": (x[:, :-1] + 1) % 64}  # "add one": quick to learn
+
+    def loss(self, model, batch):
+        logits = model(batch["input_ids"])
+        total = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), reduction="sum")
+        accuracy = (logits.argmax(-1) == batch["labels"]).float().mean()
+        return total, torch.tensor(float(batch["labels"].numel())), {"accuracy": accuracy}
+
+    def evaluate(self, trainer):
+        return {"copy_eval": 1.0}
+
+
+def test_any_stage_plugs_in_and_its_metrics_are_logged(shards, tmp_path):
+    cfg = make_cfg(shards, tmp_path / "run", max_steps=30, eval_every=15, save_every=0, lr=1e-2)
+    Trainer(cfg, CopyStage()).fit()
+    records = metrics(tmp_path / "run")
+    accuracy = [r["accuracy"] for r in records if "accuracy" in r]
+    assert len(accuracy) == 6 and accuracy[-1] > accuracy[0] + 0.3, accuracy
+    assert [r["copy_eval"] for r in records if "copy_eval" in r] == [1.0, 1.0]
+
+
+class SpikyStage(PretrainStage):
+    """Pretraining whose loss is multiplied by 20 on chosen micro-batches (a bad-data burst)."""
+
+    def __init__(self, cfg, spikes):
+        super().__init__(cfg)
+        self.calls, self.spikes = 0, spikes
+
+    def loss(self, model, batch):
+        total, count, extra = super().loss(model, batch)
+        if model.training:
+            self.calls += 1
+            if self.calls in self.spikes:
+                total = total * 20
+        return total, count, extra
+
+
+def test_loss_spikes_are_detected_and_logged(shards, tmp_path, capsys):
+    cfg = make_cfg(shards, tmp_path / "run", max_steps=12, log_every=1, eval_every=0, save_every=0)
+    trainer = Trainer(cfg, SpikyStage(cfg, spikes={9}))
+    trainer.fit()
+    spikes = [r["step"] for r in metrics(tmp_path / "run") if r.get("spike")]
+    assert spikes == [9] and trainer.counters["spikes"] == 1
+    assert "loss spike at step 9" in capsys.readouterr().err

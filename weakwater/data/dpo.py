@@ -1,0 +1,104 @@
+"""Preference pairs ``{"chosen": [...], "rejected": [...]}`` for DPO-family training.
+
+Each side is a full conversation ending in an assistant turn; both must share the same prompt (every
+turn before the last), since the DPO objective compares two answers to one prompt. Only the final
+assistant turn (content + ``<|im_end|>``) enters the log-probability. Over-long sides follow the SFT
+truncation policy (:func:`weakwater.data.sft.fit_window`) and are counted.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from weakwater.data.chat import ConversationError, Message, _from_role_content, validate
+from weakwater.data.jsonl import SkipCounter
+from weakwater.data.sft import IGNORE, ChatTokenizer, LazyRecords, _require_rows, fit_window, tokenize_conversation
+
+
+def to_pair(record: Any) -> tuple[list[Message], list[Message]]:
+    """Validate one preference record; raises :class:`ConversationError` naming the field."""
+    if not isinstance(record, dict):
+        raise ConversationError("<line>", f"expected a JSON object, got {type(record).__name__}", "not_object")
+    sides = []
+    for key in ("chosen", "rejected"):
+        if key not in record:
+            raise ConversationError(key, "missing", "missing_field")
+        raw = _from_role_content(record[key], key)
+        messages = validate(raw, key)
+        if len(messages) != len(raw):
+            raise ConversationError(key, "must end with an assistant turn", "turn_order")
+        sides.append(messages)
+    chosen, rejected = sides
+    if chosen[:-1] != rejected[:-1]:
+        raise ConversationError(
+            "rejected", "different prompts: chosen and rejected must share every turn but the last", "different_prompts"
+        )
+    return chosen, rejected
+
+
+class PreferenceDataset(Dataset):
+    """Items ``{"index", "chosen_ids", "chosen_mask", "rejected_ids", "rejected_mask"}`` (mask: last turn).
+
+    ``index`` is ``index_offset + i``: a stable row id for precomputed reference log-probs.
+    """
+
+    def __init__(
+        self, path: str | Path, tokenizer: ChatTokenizer, max_len: int, strict: bool = False, index_offset: int = 0
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.index_offset = index_offset  # keeps val indices apart from train ones (precomputed reference rows)
+        self.max_len = max_len
+        self.skipped = SkipCounter()
+        self.records = LazyRecords(path, strict, self.skipped, to_pair)
+        _require_rows(self.records, self.skipped, "preference pairs")
+        self._truncated: dict[tuple[int, str], str] = {}
+
+    @property
+    def stats(self) -> dict[str, int]:
+        counts = Counter(self._truncated.values())
+        return {
+            "pairs": len(self),
+            "truncated_head": counts["truncated_head"],
+            "truncated_tail": counts["truncated_tail"],
+        }
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item: dict[str, Any] = {"index": self.index_offset + i}
+        for side, messages in zip(("chosen", "rejected"), self.records[i]):
+            ids, mask = tokenize_conversation(self.tokenizer, messages, last_turn_only=True)
+            ids, mask, how = fit_window(ids, mask, self.max_len)
+            if how:
+                self._truncated[(i, side)] = how
+            item[f"{side}_ids"] = torch.tensor(ids, dtype=torch.long)
+            item[f"{side}_mask"] = torch.tensor(mask, dtype=torch.bool)
+        return item
+
+
+def collate_pairs(samples: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
+    """One right-padded batch of 2B rows: chosen rows first, then rejected (one forward pass for both)."""
+    if not samples:
+        raise ValueError("empty batch")
+    rows = [(s["chosen_ids"], s["chosen_mask"]) for s in samples] + [
+        (s["rejected_ids"], s["rejected_mask"]) for s in samples
+    ]
+    width = max(len(ids) for ids, _ in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.bool)
+    for r, (i, m) in enumerate(rows):
+        ids[r, : len(i)] = i
+        mask[r, : len(m)] = m
+    targets = ids[:, 1:].clone()
+    targets[~mask[:, 1:]] = IGNORE
+    return {
+        "input_ids": ids[:, :-1].contiguous(),
+        "targets": targets,
+        "index": torch.tensor([s["index"] for s in samples], dtype=torch.long),
+    }

@@ -1,0 +1,229 @@
+"""Tokenised chat datasets with an assistant-only loss mask, read lazily through a byte-offset index.
+
+Mask rule (checked token by token in tests): a token is supervised iff it lies inside an assistant
+turn's rendered content, from the first token after ``<|im_start|>assistant\\n`` up to and including
+the closing ``<|im_end|>``. The ``\\n`` the template writes after ``<|im_end|>`` is *not* supervised:
+generation stops at ``<|im_end|>``, so the model never has to produce that newline, and learning it
+would only teach a token that is always followed by the next ``<|im_start|>`` anyway.
+
+The rendered text is cut at these boundaries and each piece is encoded separately, so the prompt
+part is tokenised exactly as at inference (``render_chat(..., add_generation_prompt=True)``).
+
+Truncation policy (counted in :attr:`ChatDataset.stats`, never silent): a sample longer than
+``max_len`` keeps its first ``max_len`` tokens when that window still contains a supervised token
+(``truncated_head``); otherwise (a prompt longer than the window) it keeps the last ``max_len``
+tokens, which end with the final assistant turn (``truncated_tail``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from weakwater.data.chat import ConversationError, Message, read_conversations, to_messages
+from weakwater.data.jsonl import DataError, SkipCounter
+
+IGNORE = -100
+
+
+class ChatTokenizer(Protocol):
+    """The part of :class:`weakwater.tokenizer.Tokenizer` this module uses."""
+
+    im_start_id: int
+    im_end_id: int
+    eos_id: int
+
+    def encode(self, text: str) -> list[int]: ...
+    def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str: ...
+    def render_chat(self, messages: list[dict], add_generation_prompt: bool = False) -> str: ...
+    def token_to_id(self, token: str) -> int | None: ...
+
+
+def assistant_segments(tokenizer: ChatTokenizer, messages: list[Message]) -> list[tuple[str, bool]]:
+    """The rendered conversation cut into (text, supervised) pieces; assistant spans end with <|im_end|>."""
+    text = tokenizer.render_chat(messages)
+    header = tokenizer.decode([tokenizer.im_start_id]) + "assistant\n"
+    end = tokenizer.decode([tokenizer.im_end_id])
+    pieces: list[tuple[str, bool]] = []
+    pos = 0
+    while (h := text.find(header, pos)) >= 0:
+        start = h + len(header)
+        stop = text.find(end, start)
+        if stop < 0:
+            raise ConversationError("conversations", "rendered assistant turn has no closing " + end)
+        stop += len(end)
+        pieces += [(text[pos:start], False), (text[start:stop], True)]
+        pos = stop
+    pieces.append((text[pos:], False))
+    if not any(sup for _, sup in pieces):
+        raise ConversationError("conversations", "chat template rendered no assistant turn")
+    return [(t, s) for t, s in pieces if t]
+
+
+def tokenize_conversation(
+    tokenizer: ChatTokenizer, messages: list[Message], last_turn_only: bool = False
+) -> tuple[list[int], list[bool]]:
+    """Token ids and a per-token supervised flag (all assistant turns, or only the last one: DPO)."""
+    pieces = assistant_segments(tokenizer, messages)
+    if last_turn_only:
+        last = max(i for i, (_, sup) in enumerate(pieces) if sup)
+        pieces = [(t, sup and i == last) for i, (t, sup) in enumerate(pieces)]
+    ids: list[int] = []
+    mask: list[bool] = []
+    for text, sup in pieces:
+        piece = tokenizer.encode(text)
+        ids += piece
+        mask += [sup] * len(piece)
+    return ids, mask
+
+
+def fit_window(ids: list[int], mask: list[bool], max_len: int) -> tuple[list[int], list[bool], str]:
+    """Apply the truncation policy; returns the window and ``""``, ``"truncated_head"`` or ``"truncated_tail"``."""
+    if len(ids) <= max_len:
+        return ids, mask, ""
+    if any(mask[1:max_len]):  # position 0 is never a target, so it cannot carry the loss
+        return ids[:max_len], mask[:max_len], "truncated_head"
+    return ids[-max_len:], mask[-max_len:], "truncated_tail"
+
+
+def line_offsets(path: Path) -> np.ndarray:
+    """Byte offset of every line start (index 0 = line 1); one sequential pass, no parsing."""
+    offsets = []
+    with path.open("rb") as f:
+        pos = 0
+        for line in f:
+            offsets.append(pos)
+            pos += len(line)
+    return np.asarray(offsets, dtype=np.int64)
+
+
+class LazyRecords:
+    """Valid records of a JSONL file kept as byte offsets; each access re-reads and re-parses one line.
+
+    Holding 8 bytes per sample instead of the parsed text lets multi-GB SFT files train in little RAM.
+    CSV files (small by nature) are kept parsed in memory.
+    """
+
+    def __init__(self, path: str | Path, strict: bool, skipped: SkipCounter, validate: Any) -> None:
+        self.path = Path(path)
+        self.validate = validate
+        if self.path.suffix.lower() == ".csv":
+            self.rows: list[Any] | None = [m for _, m in read_conversations(self.path, strict, skipped)]
+            self.offsets = np.arange(len(self.rows), dtype=np.int64)
+            return
+        self.rows = None
+        all_offsets = line_offsets(self.path) if self.path.exists() else np.zeros(0, np.int64)
+        keep = [line_no - 1 for line_no, _ in self._valid(strict, skipped)]
+        self.offsets = all_offsets[np.asarray(keep, dtype=np.int64)]
+
+    def _valid(self, strict: bool, skipped: SkipCounter) -> Iterator[tuple[int, Any]]:
+        from weakwater.data.jsonl import read_jsonl
+
+        for line_no, record in read_jsonl(self.path, strict=strict, skipped=skipped):
+            try:
+                yield line_no, self.validate(record)
+            except ConversationError as e:
+                if strict:
+                    raise DataError(f"{self.path}:{line_no}: {e}", e.key) from e
+                skipped.add(e.key, f"{self.path}:{line_no}")
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __getitem__(self, i: int) -> Any:
+        if self.rows is not None:
+            return self.rows[i]
+        with self.path.open("rb") as f:
+            f.seek(int(self.offsets[i]))
+            line = f.readline()
+        return self.validate(json.loads(line.decode("utf-8").lstrip("\ufeff")))
+
+
+def _require_rows(records: LazyRecords, skipped: SkipCounter, what: str) -> None:
+    if len(records) == 0:
+        raise DataError(f"{records.path}: no usable {what} ({skipped.summary()})", "empty_dataset")
+
+
+class ChatDataset(Dataset):
+    """SFT samples: ``{"ids": LongTensor[L], "mask": BoolTensor[L]}`` with ``L <= max_len``.
+
+    ``max_len`` counts tokens including the one shifted off for targets (``seq_len + 1``).
+    ``stats`` counts samples seen truncated (by policy), and ``skipped`` the lines dropped at load.
+    """
+
+    def __init__(
+        self, path: str | Path, tokenizer: ChatTokenizer, max_len: int, strict: bool = False, fmt: str = "auto"
+    ) -> None:
+        if max_len < 4:
+            raise ValueError(f"max_len must be >= 4 tokens, got {max_len}")
+        self.tokenizer = tokenizer
+        self.max_len = max_len
+        self.skipped = SkipCounter()
+        self.records = LazyRecords(path, strict, self.skipped, lambda r: to_messages(r, fmt))
+        _require_rows(self.records, self.skipped, "conversations")
+        self._truncated: dict[int, str] = {}
+
+    @property
+    def stats(self) -> dict[str, int]:
+        counts = Counter(self._truncated.values())
+        return {
+            "samples": len(self),
+            "truncated_head": counts["truncated_head"],
+            "truncated_tail": counts["truncated_tail"],
+        }
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        ids, mask = tokenize_conversation(self.tokenizer, self.records[i])
+        ids, mask, how = fit_window(ids, mask, self.max_len)
+        if how:
+            self._truncated[i] = how
+        return {"ids": torch.tensor(ids, dtype=torch.long), "mask": torch.tensor(mask, dtype=torch.bool)}
+
+
+@dataclass
+class SFTCollator:
+    """Right-pads a list of samples; targets are ids shifted left, -100 where not supervised.
+
+    ``weights`` (float, same shape as targets) is 1 on supervised targets, ``tag_weight`` on supervised
+    targets whose id is in ``tag_ids`` (distillation), 0 elsewhere; the loss is sum(w * ce) / sum(w).
+    Right padding needs no attention mask: causal attention never lets a real token see later padding.
+    """
+
+    pad_id: int
+    tag_ids: tuple[int, ...] = ()
+    tag_weight: float = 1.0
+
+    def __call__(self, samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        if not samples:
+            raise ValueError("empty batch")
+        width = max(len(s["ids"]) for s in samples)
+        ids = torch.full((len(samples), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(samples), width), dtype=torch.bool)
+        for row, s in enumerate(samples):
+            ids[row, : len(s["ids"])] = s["ids"]
+            mask[row, : len(s["mask"])] = s["mask"]
+        targets = ids[:, 1:].clone()
+        tmask = mask[:, 1:]
+        targets[~tmask] = IGNORE
+        weights = tmask.float()
+        if self.tag_ids and self.tag_weight != 1.0:
+            is_tag = torch.isin(targets, torch.tensor(self.tag_ids, dtype=torch.long)) & tmask
+            weights[is_tag] = self.tag_weight
+        return {"input_ids": ids[:, :-1].contiguous(), "targets": targets, "weights": weights}
+
+
+def tag_token_ids(tokenizer: ChatTokenizer) -> tuple[int, ...]:
+    """Ids of ``<think> </think> <answer> </answer>`` that exist as single tokens (MiniMind2 has none)."""
+    found = (tokenizer.token_to_id(t) for t in ("<think>", "</think>", "<answer>", "</answer>"))
+    return tuple(i for i in found if i is not None)

@@ -1,0 +1,297 @@
+"""``weakwater demo``: the whole pipeline on the built-in synthetic world, on a CPU, with a report card.
+
+synth -> tokenizer -> prepare -> pretrain -> SFT -> distill -> DPO -> LoRA. Each stage runs through the one
+trainer into ``OUT/<stage>/`` (its model in ``OUT/<stage>/final``, loss curve ``OUT/<stage>/loss.png``), and
+is scored on held-out data against the previous stage's model, from real greedy generations and
+log-probs. ``OUT/report.md`` (+ ``report.json``) holds the table; see :mod:`weakwater.eval.report`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from weakwater.eval.tasks import generate_answers, is_correct, load_eval, pair_logps, preference_metrics, run_task
+from weakwater.model.io import load_model
+from weakwater.tokenizer import load_tokenizer
+
+
+@dataclass
+class Plan:
+    """Sizes and steps, tuned so the full demo fits in ~20 minutes on 2 CPU cores."""
+
+    size: str = "demo"
+    vocab_size: int = 2048
+    model: dict[str, Any] = field(
+        default_factory=lambda: {"dim": 128, "n_layers": 4, "n_heads": 4, "n_kv_heads": 2, "max_seq_len": 256}
+    )
+    seq_len: int = 128
+    pretrain_steps: int = 450
+    pretrain_batch: int = 16
+    sft_steps: int = 250
+    distill_steps: int = 150
+    dpo_steps: int = 60
+    lora_steps: int = 120
+    batch_size: int = 16
+    eval_limit: int | None = None  # rows per eval file (None: all)
+
+
+FAST = Plan(
+    size="small",
+    vocab_size=600,
+    model={"dim": 64, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "max_seq_len": 128},
+    seq_len=96,
+    pretrain_steps=40,
+    pretrain_batch=8,
+    sft_steps=20,
+    distill_steps=20,
+    dpo_steps=10,
+    lora_steps=20,
+    batch_size=8,
+    eval_limit=16,
+)
+
+
+PARTS = ("data", "tokenizer", "shards", "pretrain", "sft", "distill", "dpo", "lora")
+
+
+def scaled(plan: Plan, steps_scale: float, eval_limit: int | None) -> Plan:
+    if steps_scale <= 0:
+        raise ValueError(f"--steps-scale must be > 0, got {steps_scale}")
+    steps = {k: max(2, round(v * steps_scale)) for k, v in plan.__dict__.items() if k.endswith("_steps")}
+    limit = eval_limit if eval_limit is not None else plan.eval_limit
+    return replace(plan, **steps, eval_limit=limit)
+
+
+def _log(message: str) -> None:
+    print(f"[demo] {message}", file=sys.stderr, flush=True)
+
+
+def _common(plan: Plan, out: Path, name: str) -> dict[str, Any]:
+    return dict(
+        out=str(out / name),
+        device="cpu",
+        seq_len=plan.seq_len,
+        batch_size=plan.batch_size,
+        eval_every=0,
+        eval_batches=4,
+        save_every=0,
+        keep_last=1,
+        log_every=10,
+        seed=0,
+    )
+
+
+@torch.no_grad()
+def language_model_metrics(model: torch.nn.Module, shard_dir: Path, tokenizer: Any, seq_len: int) -> dict[str, float]:
+    """Validation loss and bits per byte of the model and of a unigram baseline fitted on the train split."""
+    from weakwater.data.pretrain import read_meta
+
+    meta = read_meta(shard_dir)
+    dtype = np.dtype(meta["dtype"])
+
+    def tokens(split: str) -> np.ndarray:
+        return np.concatenate([np.fromfile(shard_dir / f, dtype=dtype) for f in meta["splits"][split]["files"]])
+
+    train, val = tokens("train").astype(np.int64), tokens("val").astype(np.int64)
+    counts = np.bincount(train, minlength=meta["vocab_size"]).astype(np.float64) + 1.0  # add-one smoothing
+    unigram_nats = float(-np.log(counts[val[1:]] / counts.sum()).sum())
+    model.eval()
+    nats, n = 0.0, 0
+    for start in range(0, len(val) - 1, seq_len):
+        window = torch.from_numpy(val[start : start + seq_len + 1])
+        if len(window) < 2:
+            break
+        logits = model(window[None, :-1])
+        nats += float(torch.nn.functional.cross_entropy(logits[0].float(), window[1:], reduction="sum"))
+        n += len(window) - 1
+    n_bytes = len(tokenizer.decode(val.tolist(), skip_special_tokens=True).encode("utf-8"))
+    return {
+        "val_loss": nats / n,
+        "bits_per_byte": nats / math.log(2) / n_bytes,
+        "unigram_loss": unigram_nats / (len(val) - 1),
+        "unigram_bits_per_byte": unigram_nats / math.log(2) / n_bytes,
+        "val_tokens": n,
+    }
+
+
+def behaviour_rate(model: torch.nn.Module, tokenizer: Any, eval_file: Path, limit: int | None) -> dict[str, float]:
+    """Share of replies that are correct *and* concise (the behaviour the DPO pairs target)."""
+    from weakwater.data.synth.tasks import is_concise
+
+    rows = load_eval(eval_file)[:limit]
+    replies = generate_answers(model, tokenizer, [r["messages"] for r in rows], max_new_tokens=64)
+    good = [is_correct(g, r["answer"]) and is_concise(g, r["answer"]) for r, g in zip(rows, replies)]
+    concise = [is_concise(g, r["answer"]) for r, g in zip(rows, replies)]
+    return {"rate": sum(good) / len(rows), "concise": sum(concise) / len(rows)}
+
+
+def _fit(cfg: Any, stage: Any, tokenizer: Any) -> Path:
+    from weakwater.train.trainer import Trainer
+
+    trainer = Trainer(cfg, stage, tokenizer=tokenizer)
+    if cfg.lora_rank:
+        from weakwater.model.lora import trainable_summary
+
+        _log(f"{stage.name}: LoRA {trainable_summary(trainer.model)}")
+    final = trainer.fit()
+    if trainer.interrupted:  # SIGINT/SIGTERM: the trainer saved a checkpoint; later stages need a final model
+        raise KeyboardInterrupt
+    return final
+
+
+def run_demo(
+    out: str | Path, fast: bool = False, seed: int = 0, steps_scale: float = 1.0, eval_limit: int | None = None
+) -> Path:
+    """Run every stage into ``out`` and write ``out/report.md``; returns its path.
+
+    ``steps_scale`` multiplies every stage's step count (a shorter or longer demo); ``eval_limit`` caps
+    the rows scored per held-out file.
+    """
+    from weakwater.data.prepare import prepare
+    from weakwater.data.synth.generate import generate
+    from weakwater.eval.report import write_report
+    from weakwater.tokenizer.train import train_tokenizer
+    from weakwater.train.config import TrainConfig
+    from weakwater.train.stages.distill import DistillConfig, DistillStage
+    from weakwater.train.stages.dpo import DPOConfig, DPOStage
+    from weakwater.train.stages.pretrain import PretrainStage
+    from weakwater.train.stages.sft import SFTConfig, SFTStage
+
+    plan = scaled(FAST if fast else Plan(), steps_scale, eval_limit)
+    out = Path(out)
+    for part in PARTS:  # a re-run starts over; only the demo's own sub-directories are removed
+        if (out / part).is_dir():
+            shutil.rmtree(out / part)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    times: dict[str, float] = {}
+    results: dict[str, Any] = {"plan": dict(plan.__dict__), "fast": fast}
+    t0 = time.perf_counter()
+
+    def lap(name: str, since: float) -> float:
+        times[name] = round(time.perf_counter() - since, 1)
+        _log(f"{name} done in {times[name]:.0f}s")
+        return time.perf_counter()
+
+    data = out / "data"
+    generate(data, seed=seed, size=plan.size)
+    tok_dir = out / "tokenizer"
+    train_tokenizer([data / "pretrain.jsonl"], tok_dir, vocab_size=plan.vocab_size, seed=seed)
+    tok = load_tokenizer(tok_dir)
+    shards = out / "shards"
+    prepare([data / "pretrain.jsonl"], tok_dir, shards, val_data=[data / "pretrain_val.jsonl"], workers=1)
+    t = lap("data", t0)
+
+    # --- pretrain
+    cfg = TrainConfig(
+        data=str(shards), tokenizer=str(tok_dir), model=dict(plan.model), max_steps=plan.pretrain_steps,
+        lr=3e-3, warmup_steps=max(10, plan.pretrain_steps // 20), **{**_common(plan, out, "pretrain"),
+        "batch_size": plan.pretrain_batch, "eval_every": max(1, plan.pretrain_steps // 4)},
+    )  # fmt: skip
+    pretrained = _fit(cfg, PretrainStage(cfg), tok)
+    base = load_model(pretrained)
+    results["pretrain"] = language_model_metrics(base, shards, tok, plan.seq_len)
+    from weakwater.infer import Generator, SamplingParams
+
+    gen = Generator(base, tok)
+    prompts = ["Su ", "The ", "苏", "12 + 35 ="]
+    results["pretrain"]["samples"] = [
+        p + gen.complete(p, SamplingParams(max_new_tokens=24, stop_token_ids=(tok.eos_id,))) for p in prompts
+    ]
+    for s in results["pretrain"]["samples"]:
+        _log(f"pretrain sample: {s!r}")
+    t = lap("pretrain", t)
+
+    def task(model: torch.nn.Module, name: str, max_new: int = 32) -> dict[str, Any]:
+        return run_task(model, tok, data / name, max_new_tokens=max_new, limit=plan.eval_limit)
+
+    # --- SFT
+    cfg = SFTConfig(data=str(data / "sft.jsonl"), init=str(pretrained), max_steps=plan.sft_steps, lr=1e-3,
+                    **_common(plan, out, "sft"))  # fmt: skip
+    sft = load_model(_fit(cfg, SFTStage(cfg, tok), tok))
+    results["sft"] = {
+        "facts": {"before": task(base, "eval_facts.jsonl"), "after": task(sft, "eval_facts.jsonl")},
+        "arith": {"before": task(base, "eval_arith.jsonl"), "after": task(sft, "eval_arith.jsonl")},
+    }
+    t = lap("sft", t)
+
+    # --- distill (R1 data)
+    cfg = DistillConfig(data=str(data / "r1.jsonl"), init=str(out / "sft" / "final"), max_steps=plan.distill_steps,
+                        lr=5e-4, **{**_common(plan, out, "distill"), "seq_len": plan.model["max_seq_len"]})  # fmt: skip
+    distill = load_model(_fit(cfg, DistillStage(cfg, tok), tok))
+    results["distill"] = {
+        "reasoning": {
+            "before": task(sft, "eval_reasoning.jsonl", 160),
+            "after": task(distill, "eval_reasoning.jsonl", 160),
+        }
+    }
+    t = lap("distill", t)
+
+    # --- DPO (reference = distill model, log-probs precomputed once)
+    cfg = DPOConfig(data=str(data / "dpo.jsonl"), val_data=str(data / "dpo_eval.jsonl"),
+                    init=str(out / "distill" / "final"), max_steps=plan.dpo_steps, lr=2e-5, beta=0.1,
+                    precompute_ref=True, warmup_steps=5, **{**_common(plan, out, "dpo"),
+                                                           "batch_size": max(2, plan.batch_size // 2)})  # fmt: skip
+    dpo = load_model(_fit(cfg, DPOStage(cfg, tok), tok))
+    ref = pair_logps(distill, tok, data / "dpo_eval.jsonl")
+    pol = pair_logps(dpo, tok, data / "dpo_eval.jsonl")
+    results["dpo"] = {
+        "preference": {"before": preference_metrics(ref), "after": preference_metrics(pol)},
+        "implicit_reward": preference_metrics(pol, ref),
+        "behaviour": {
+            "before": behaviour_rate(distill, tok, data / "eval_dpo.jsonl", plan.eval_limit),
+            "after": behaviour_rate(dpo, tok, data / "eval_dpo.jsonl", plan.eval_limit),
+        },
+    }
+    t = lap("dpo", t)
+
+    # --- LoRA on the domain set
+    cfg = SFTConfig(data=str(data / "lora_domain.jsonl"), init=str(out / "dpo" / "final"),
+                    max_steps=plan.lora_steps, lr=2e-3, lora_rank=8, lora_alpha=16.0,
+                    **_common(plan, out, "lora"))  # fmt: skip
+    lora = load_model(_fit(cfg, SFTStage(cfg, tok), tok))
+    results["lora"] = {
+        "domain": {"before": task(dpo, "eval_domain.jsonl"), "after": task(lora, "eval_domain.jsonl")},
+        "general": {"before": task(dpo, "eval_facts.jsonl"), "after": task(lora, "eval_facts.jsonl")},
+        "general_arith": {"before": task(dpo, "eval_arith.jsonl"), "after": task(lora, "eval_arith.jsonl")},
+    }
+    lap("lora", t)
+    times["total"] = round(time.perf_counter() - t0, 1)
+    results["times_s"] = times
+    report = write_report(out, results)
+    _log(f"report written to {report} (total {times['total']:.0f}s)")
+    return report
+
+
+def _run(args: argparse.Namespace) -> int:
+    report = run_demo(
+        args.out, fast=args.fast, seed=args.seed, steps_scale=args.steps_scale, eval_limit=args.eval_limit
+    )
+    print(report.read_text(encoding="utf-8"))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="run the whole pipeline on built-in synthetic data and write a report card",
+        description="synth -> tokenizer -> prepare -> pretrain -> SFT -> distill -> DPO -> LoRA on CPU; each "
+        "stage's run in OUT/<stage>/ (model in final/), held-out metrics per stage in OUT/report.md. A re-run "
+        "replaces OUT's stage directories.",
+    )
+    p.add_argument("--out", default="runs/demo", help="output directory")
+    p.add_argument("--fast", action="store_true", help="tiny sizes and few steps (a smoke test, not a result)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the synthetic data and training")
+    p.add_argument("--steps-scale", type=float, default=1.0, help="multiply every stage's steps (e.g. 0.5: faster)")
+    p.add_argument("--eval-limit", type=int, default=None, help="score at most N rows per held-out file")
+    p.set_defaults(func=_run)

@@ -1,0 +1,93 @@
+"""Loss, perplexity and bits-per-byte of a model on a JSONL text file.
+
+Bits-per-byte (total nats / ln 2 / total UTF-8 bytes) does not depend on the tokenizer, so models with
+different vocabularies can be compared (nanochat reports the same). Each document is scored after the
+``<|endoftext|>`` separator it follows in pretraining; long documents are cut into context-sized windows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from weakwater.data.jsonl import DataError, SkipCounter, read_jsonl
+
+
+def read_texts(path: str | Path, field: str = "text", skipped: SkipCounter | None = None) -> Iterator[str]:
+    """Non-empty ``field`` strings of a JSONL file; rows without one are counted in ``skipped``."""
+    for line_no, row in read_jsonl(path, strict=False, skipped=skipped):
+        value = row.get(field)
+        if isinstance(value, str) and value:
+            yield value
+        elif skipped is not None:
+            skipped.add(f"missing_{field}", f"{path}:{line_no}")
+
+
+def windows(ids: list[int], length: int) -> Iterator[tuple[list[int], list[int]]]:
+    """(inputs, targets) pairs of at most ``length`` tokens covering every target in ``ids[1:]`` once."""
+    for start in range(0, len(ids) - 1, length):
+        chunk = ids[start : start + length + 1]
+        yield chunk[:-1], chunk[1:]
+
+
+@torch.no_grad()
+def score_windows(model: torch.nn.Module, batch: list[tuple[list[int], list[int]]], device: torch.device) -> float:
+    """Summed next-token negative log-likelihood (nats) of a batch of right-padded windows."""
+    width = max(len(x) for x, _ in batch)
+    inputs = torch.zeros(len(batch), width, dtype=torch.long)
+    targets = torch.full((len(batch), width), -100, dtype=torch.long)
+    for row, (x, y) in enumerate(batch):
+        inputs[row, : len(x)] = torch.tensor(x)
+        targets[row, : len(y)] = torch.tensor(y)
+    logits = model(inputs.to(device)).float()  # right padding never affects earlier positions (causal)
+    return F.cross_entropy(
+        logits.flatten(0, 1), targets.to(device).flatten(), ignore_index=-100, reduction="sum"
+    ).item()
+
+
+def evaluate_ppl(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    path: str | Path,
+    field: str = "text",
+    max_docs: int | None = None,
+    batch_size: int = 8,
+    seq_len: int | None = None,
+) -> dict[str, Any]:
+    """Token-level loss, perplexity and bits-per-byte over the documents of ``path``."""
+    model.eval()
+    device = next(model.parameters()).device
+    seq_len = seq_len or model.config.max_seq_len
+    skipped = SkipCounter()
+    nats, tokens, n_bytes, docs = 0.0, 0, 0, 0
+    pending: list[tuple[list[int], list[int]]] = []
+    for text in read_texts(path, field, skipped):
+        if max_docs is not None and docs >= max_docs:
+            break
+        ids = [tokenizer.eos_id, *tokenizer.encode(text)]
+        docs += 1
+        tokens += len(ids) - 1
+        n_bytes += len(text.encode("utf-8"))
+        pending.extend(windows(ids, seq_len))
+        while len(pending) >= batch_size:
+            nats += score_windows(model, pending[:batch_size], device)
+            pending = pending[batch_size:]
+    if pending:
+        nats += score_windows(model, pending, device)
+    if tokens == 0:
+        raise DataError(f"{path}: no documents with a non-empty {field!r} field ({skipped.summary()})")
+    loss = nats / tokens
+    return {
+        "documents": docs,
+        "tokens": tokens,
+        "bytes": n_bytes,
+        "loss": loss,
+        "perplexity": math.exp(loss),
+        "bits_per_byte": nats / math.log(2) / n_bytes,
+        "skipped": skipped.as_dict(),
+    }

@@ -1,0 +1,92 @@
+"""The demo's report card: one table of held-out metrics per stage, this model vs. the previous one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def headline_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, bool]]:
+    """(stage, metric, previous model, this model, improved) rows; "improved" is judged per metric direction."""
+    rows: list[tuple[str, str, str, str, bool]] = []
+    p = r["pretrain"]
+    rows.append(("pretrain", "val bits/byte (unigram baseline -> model)", f"{p['unigram_bits_per_byte']:.3f}",
+                 f"{p['bits_per_byte']:.3f}", p["bits_per_byte"] < p["unigram_bits_per_byte"]))  # fmt: skip
+    s = r["sft"]
+    for key, label in (("facts", "exact match, pretraining-only facts"), ("arith", "exact match, held-out additions")):
+        before, after = s[key]["before"]["accuracy"], s[key]["after"]["accuracy"]
+        rows.append(("sft", label, _pct(before), _pct(after), after > before))
+    d = r["distill"]["reasoning"]
+    rows.append(("distill", "well-formed think/answer (target >= 95%)", _pct(d["before"]["format_rate"]),
+                 _pct(d["after"]["format_rate"]), d["after"]["format_rate"] > d["before"]["format_rate"]))  # fmt: skip
+    rows.append(("distill", "multi-step accuracy", _pct(d["before"]["accuracy"]), _pct(d["after"]["accuracy"]),
+                 d["after"]["accuracy"] > d["before"]["accuracy"]))  # fmt: skip
+    dp = r["dpo"]
+    before, after = dp["preference"]["before"]["accuracy"], dp["preference"]["after"]["accuracy"]
+    rows.append(("dpo", "held-out preference accuracy (log-prob ranking)", _pct(before), _pct(after), after > before))
+    implicit = dp["implicit_reward"]["accuracy"]
+    rows.append(("dpo", "held-out implicit-reward accuracy", "50.0% (chance)", _pct(implicit), implicit > 0.5))
+    before, after = dp["behaviour"]["before"]["rate"], dp["behaviour"]["after"]["rate"]
+    rows.append(("dpo", "targeted behaviour: correct and concise", _pct(before), _pct(after), after > before))
+    lo = r["lora"]
+    before, after = lo["domain"]["before"]["accuracy"], lo["domain"]["after"]["accuracy"]
+    rows.append(("lora", "domain accuracy (Ossira, held-out)", _pct(before), _pct(after), after > before))
+    for key, label in (("general", "general: facts (should drop little)"), ("general_arith", "general: additions")):
+        before, after = lo[key]["before"]["accuracy"], lo[key]["after"]["accuracy"]
+        rows.append(("lora", label, _pct(before), _pct(after), after >= before - 0.10))
+    return rows
+
+
+def render(r: dict[str, Any]) -> str:
+    lines = [
+        "# WeakWater demo report card",
+        "",
+        "Held-out metrics from greedy generations and log-probs of the trained models. "
+        '"previous" is the model the stage started from (for pretraining: the unigram baseline; for LoRA\'s '
+        'general rows "ok" means a drop of at most 10 points).',
+        "",
+        "| stage | metric | previous | this stage | ok |",
+        "|---|---|---|---|---|",
+    ]
+    for stage, metric, before, after, ok in headline_rows(r):
+        lines.append(f"| {stage} | {metric} | {before} | {after} | {'yes' if ok else 'NO'} |")
+    p = r["pretrain"]
+    lines += [
+        "",
+        f"Pretrain validation loss {p['val_loss']:.3f} nats/token (unigram {p['unigram_loss']:.3f}).",
+        "",
+        "## Loss curves",
+        "",
+    ]
+    lines += [f"![{s}]({s}/loss.png)" for s in ("pretrain", "sft", "distill", "dpo", "lora")]
+    lines += ["", "## Pretrained model samples (greedy)", ""]
+    lines += [f"- `{s!r}`" for s in p["samples"]]
+    lines += ["", "## Example generations", ""]
+    for stage, key, which in (
+        ("sft", "facts", "after"),
+        ("distill", "reasoning", "after"),
+        ("lora", "domain", "after"),
+    ):
+        for ex in r[stage][key][which]["examples"][:2]:
+            lines.append(f"- {stage} / {key}: `{ex['prompt']}` -> `{ex['generation']!r}` (expected `{ex['answer']}`)")
+    if "plan" in r:
+        plan = ", ".join(f"{k}={v}" for k, v in r["plan"].items())
+        lines += ["", "## Settings", "", f"{'--fast ' if r.get('fast') else ''}{plan}"]
+    times = r.get("times_s", {})
+    if times:
+        lines += ["", "## Wall time (s)", "", " | ".join(f"{k}: {v:.0f}" for k, v in times.items())]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(out: str | Path, results: dict[str, Any]) -> Path:
+    """Write ``report.md`` and the raw ``report.json`` into ``out``."""
+    out = Path(out)
+    (out / "report.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    path = out / "report.md"
+    path.write_text(render(results), encoding="utf-8")
+    return path

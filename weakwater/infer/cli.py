@@ -1,0 +1,264 @@
+"""``weakwater chat`` (terminal chat) and ``weakwater serve`` (OpenAI-compatible server + web chat).
+
+Chat mode renders the conversation with the model's chat template and stops at ``<|im_end|>``.
+Raw mode (``--raw``) continues plain text, for pretrained models that never saw a chat template;
+it is chosen automatically when the model's config.json says ``"stage": "pretrain"`` or its
+tokenizer has no chat template (``--chat`` forces chat mode).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+
+from weakwater.infer.generate import Generator
+from weakwater.infer.reasoning import ReasoningSplitter, prompt_opens_think
+from weakwater.infer.sampling import SamplingParams
+from weakwater.model.io import load_model, read_model_config
+from weakwater.tokenizer import load_tokenizer
+
+DIM, RESET = "\033[2m", "\033[0m"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    chat = sub.add_parser(
+        "chat",
+        help="talk to a saved model in the terminal (streamed; /reset, /exit)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    chat.add_argument("--model", metavar="DIR", required=True, help="a saved model directory")
+    chat.add_argument("--prompt", help="answer this one message and exit (one-shot mode)")
+    mode = chat.add_mutually_exclusive_group()
+    mode.add_argument("--raw", action="store_true", help="plain text continuation (pretrained models)")
+    mode.add_argument("--chat", action="store_true", help="force chat mode even for a pretrain-stage model")
+    chat.add_argument("--system", help="a system message put before the conversation")
+    chat.add_argument("--no-color", action="store_true", help="mark reasoning with [think] instead of dimming it")
+    _sampling_flags(chat, temperature=0.7, top_p=0.9, repetition_penalty=1.05, max_new_tokens=256)
+    chat.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
+    chat.set_defaults(func=run_chat)
+
+    serve = sub.add_parser(
+        "serve",
+        help="OpenAI-compatible HTTP API and web chat for a saved model",
+        description="Serve /v1/models, /v1/chat/completions, /v1/completions and a web chat at /. "
+        "Binds 127.0.0.1: only this machine can connect. Binding another address (e.g. 0.0.0.0) lets "
+        "anyone who can reach it use the model and this machine's CPU/GPU; then set --api-key and "
+        "put a TLS reverse proxy in front.",
+    )
+    serve.add_argument("--model", metavar="DIR", required=True, help="a saved model directory")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, loopback only)")
+    serve.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
+    serve.add_argument(
+        "--api-key",
+        default=os.environ.get("WEAKWATER_API_KEY"),
+        help="require 'Authorization: Bearer KEY' on /v1/* (default: $WEAKWATER_API_KEY; unset: no key)",
+    )
+    serve.add_argument("--name", help="model name clients must use (default: the model directory's name)")
+    serve.add_argument("--max-batch", type=int, default=8, help="requests decoded together (default: 8)")
+    serve.add_argument("--max-queue", type=int, default=256, help="waiting requests before 429 (default: 256)")
+    serve.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
+    serve.set_defaults(func=run_serve)
+
+
+def _sampling_flags(p: argparse.ArgumentParser, **defaults: Any) -> None:
+    p.add_argument("--max-new-tokens", type=int, default=defaults["max_new_tokens"], help="tokens per reply")
+    p.add_argument("--temperature", type=float, default=defaults["temperature"], help="0 = greedy")
+    p.add_argument("--top-p", type=float, default=defaults["top_p"], help="nucleus sampling mass")
+    p.add_argument("--top-k", type=int, default=0, help="keep only the k most likely tokens (0: off)")
+    p.add_argument(
+        "--repetition-penalty", type=float, default=defaults["repetition_penalty"], help="> 1 discourages repeats"
+    )
+    p.add_argument("--seed", type=int, help="seed for reproducible sampling")
+
+
+def _device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda requested but no CUDA device is available")
+    return name
+
+
+def load_generator(model_dir: str, device: str) -> tuple[Generator, dict[str, Any]]:
+    """Model + tokenizer from a saved model directory, and the directory's metadata."""
+    _, meta = read_model_config(model_dir)
+    device = _device(device)
+    return Generator(load_model(model_dir, device=device), load_tokenizer(model_dir), device=device), meta
+
+
+def is_pretrain_model(meta: dict[str, Any], has_chat_template: bool) -> bool:
+    extra = meta.get("extra") if isinstance(meta.get("extra"), dict) else {}
+    return meta.get("stage") == "pretrain" or extra.get("stage") == "pretrain" or not has_chat_template
+
+
+def run_chat(args: argparse.Namespace) -> int:
+    gen, meta = load_generator(args.model, args.device)
+    params = SamplingParams(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        repetition_penalty=args.repetition_penalty,
+        seed=args.seed,
+    )
+    has_template = getattr(gen.tokenizer, "chat_template", True) is not None
+    raw = args.raw or (not args.chat and is_pretrain_model(meta, has_template))
+    color = not args.no_color and sys.stdout.isatty()
+    session = ChatSession(gen, params, raw=raw, system=args.system, color=color)
+    if args.prompt is not None:
+        session.reply(args.prompt)
+        return 0
+    mode = "raw continuation" if raw else "chat"
+    print(f"weakwater chat ({mode}, context {gen.max_seq_len} tokens). /reset clears history, /exit quits.")
+    while True:
+        try:
+            line = input("\n> ")
+        except EOFError:
+            print()
+            return 0
+        command = line.strip()
+        if command in ("/exit", "/quit"):
+            return 0
+        if command == "/reset":
+            session.reset()
+            print("(history cleared)")
+            continue
+        if command:
+            session.reply(line)
+
+
+class ChatSession:
+    """Conversation state for the terminal chat: history, trimming and streamed printing."""
+
+    def __init__(
+        self,
+        gen: Generator,
+        params: SamplingParams,
+        raw: bool = False,
+        system: str | None = None,
+        color: bool = True,
+        out: TextIO | None = None,
+    ) -> None:
+        self.gen, self.raw, self.system, self.color = gen, raw, system, color
+        self.params = params if raw else gen.chat_params(params)
+        self.out = out or sys.stdout
+        self.history: list[dict[str, str]] = []
+
+    def reset(self) -> None:
+        self.history = []
+
+    def _messages(self, user: str) -> list[dict[str, str]]:
+        head = [{"role": "system", "content": self.system}] if self.system else []
+        return head + self.history + [{"role": "user", "content": user}]
+
+    def prompt_ids(self, user: str) -> list[int]:
+        """Tokens for the next turn, dropping the oldest exchanges until the prompt plus room for
+        an answer fits the context window."""
+        tok = self.gen.tokenizer
+        assert tok is not None
+        reserve = min(self.params.max_new_tokens, self.gen.max_seq_len // 2)
+        budget = self.gen.max_seq_len - reserve
+        if self.raw:
+            return tok.encode(user)[-budget:]
+        while True:
+            ids = self.gen.chat_prompt(self._messages(user))
+            if len(ids) <= budget or not self.history:
+                break
+            self.history = self.history[2:]
+        if len(ids) >= self.gen.max_seq_len:
+            raise ValueError(f"message too long: {len(ids)} tokens, the context is {self.gen.max_seq_len}")
+        return ids
+
+    def reply(self, user: str) -> str:
+        try:
+            ids = self.prompt_ids(user)
+        except ValueError as e:
+            print(f"(error: {e})", file=self.out)
+            return ""
+        tok = self.gen.tokenizer
+        assert tok is not None
+        in_think = not self.raw and prompt_opens_think(tok.decode(ids[-8:]))
+        split = ReasoningSplitter(in_think=in_think)
+        thinking = False
+        answer: list[str] = []
+        try:
+            for delta in self.gen.stream_text(ids, self.params):
+                if self.raw:
+                    answer.append(delta)
+                    self._write(delta)
+                    continue
+                r, c = split.push(delta)
+                thinking = self._show(r, c, thinking)
+                answer.append(c)
+            if not self.raw:
+                self._show(*split.finish(), thinking)
+        except KeyboardInterrupt:
+            self._write(RESET if self.color else "")
+            self._write("\n(interrupted)")
+        self._write((RESET if self.color and thinking else "") + "\n")
+        text = "".join(answer).strip()
+        if not self.raw:
+            self.history += [{"role": "user", "content": user}, {"role": "assistant", "content": text}]
+        return text
+
+    def _show(self, reasoning: str, content: str, thinking: bool) -> bool:
+        """Print reasoning dimmed (or tagged) and the answer plainly; returns the new dim state."""
+        if reasoning:
+            if not thinking:
+                self._write(DIM if self.color else "[think] ")
+                thinking = True
+            self._write(reasoning)
+        if content:
+            if thinking:
+                self._write(RESET + "\n" if self.color else "\n[answer] ")
+                thinking = False
+            self._write(content)
+        return thinking
+
+    def _write(self, text: str) -> None:
+        self.out.write(text)
+        self.out.flush()
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from weakwater.infer.server import ServerConfig, create_app
+
+    if not 0 < args.port < 65536:
+        raise ValueError(f"--port must be 1..65535, got {args.port}")
+    gen, _ = load_generator(args.model, args.device)
+    loopback = _is_loopback(args.host)
+    if not loopback:
+        print(
+            f"warning: binding {args.host}: anyone who can reach this address can use the model"
+            + ("" if args.api_key else " (no --api-key set!)"),
+            file=sys.stderr,
+        )
+    config = ServerConfig(
+        model_name=args.name or Path(args.model).resolve().name,
+        api_key=args.api_key,
+        loopback_only_hosts=loopback,
+        max_batch=args.max_batch,
+        max_queue=args.max_queue,
+    )
+    app = create_app(gen, config)
+    print(f"serving {config.model_name!r} on http://{args.host}:{args.port}/ (OpenAI API under /v1)")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,519 @@
+"""An OpenAI-compatible HTTP API and a browser chat page for one saved model.
+
+Endpoints: ``GET /v1/models``, ``POST /v1/chat/completions`` and ``POST /v1/completions`` (both
+with SSE streaming), ``GET /`` (the web chat). Reasoning inside ``<think>`` goes to
+``reasoning_content`` (DeepSeek's convention), the answer to ``content`` without ``<answer>`` tags.
+
+Every bad request gets a 4xx with OpenAI's error body ``{"error": {message, type, param, code}}``.
+``max_tokens`` larger than what fits in the context is clamped (the response then ends with
+``finish_reason: "length"``); a prompt that leaves no room at all is a 400
+``context_length_exceeded``.
+
+Security: the server binds 127.0.0.1 unless told otherwise. On loopback it also rejects requests
+whose Host header is not a loopback name (blocks DNS-rebinding pages from driving it), POST
+bodies must be JSON with a Content-Length under ``max_body_bytes`` (a cross-site form cannot send
+that without a CORS preflight, which is never granted), and ``api_key`` (Bearer) guards /v1/* when
+set. It is not hardened for the open internet: put it behind a TLS proxy with its own limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from weakwater.infer.generate import Generator, StepEvent, TextStream, chat_stop_ids
+from weakwater.infer.reasoning import ReasoningSplitter, prompt_opens_think
+from weakwater.infer.sampling import SamplingParams
+from weakwater.infer.scheduler import Job, QueueFullError, Scheduler
+
+WEB_DIR = Path(__file__).resolve().parent / "web"
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+MAX_STOP_STRINGS = 4
+CONTROL_TOKENS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+
+class APIError(Exception):
+    """An error reported to the client as OpenAI's JSON error body."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.status)
+
+
+# ----- request schemas (strict: a string where a number belongs is a 400, not a guess) -----
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+
+class TextPart(_Strict):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(_Strict):
+    role: Literal["system", "user", "assistant", "developer"]
+    content: str | list[TextPart] | None = None
+    reasoning_content: str | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(p.text for p in self.content)
+        return self.content or ""
+
+
+class StreamOptions(_Strict):
+    include_usage: bool = False
+
+
+class _Sampling(_Strict):
+    model: str | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    top_k: int | None = Field(default=None, ge=0)
+    repetition_penalty: float | None = Field(default=None, gt=0.0, le=10.0)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    n: int = Field(default=1, ge=1, le=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+
+    def stop_strings(self) -> tuple[str, ...]:
+        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        if len(stops) > MAX_STOP_STRINGS:
+            raise APIError(400, f"at most {MAX_STOP_STRINGS} stop sequences are allowed", param="stop")
+        return tuple(s for s in stops if s)
+
+
+class ChatRequest(_Sampling):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+
+
+class CompletionRequest(_Sampling):
+    prompt: str | list[int]
+    echo: bool = False
+    logprobs: int | None = None
+
+
+# ----- the application -----
+
+
+@dataclass
+class ServerConfig:
+    model_name: str
+    api_key: str | None = None
+    loopback_only_hosts: bool = True
+    max_body_bytes: int = 1 << 20
+    max_batch: int = 8
+    max_queue: int = 256
+
+
+def create_app(generator: Generator, config: ServerConfig) -> FastAPI:
+    """The FastAPI app; its scheduler thread starts now and stops with the app's lifespan."""
+    if generator.tokenizer is None:
+        raise ValueError("the server needs a model with its tokenizer")
+    scheduler = Scheduler(generator, max_batch=config.max_batch, max_queue=config.max_queue)
+    app = FastAPI(title="WeakWater", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.scheduler = scheduler
+    app.router.add_event_handler("shutdown", scheduler.close)
+    api = _Api(generator, scheduler, config)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):  # type: ignore[no-untyped-def]
+        try:
+            _check_request(request, config)
+        except APIError as e:
+            return e.response()
+        response = await call_next(request)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+    @app.exception_handler(APIError)
+    async def api_error(_: Request, e: APIError) -> JSONResponse:
+        return e.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, e: RequestValidationError) -> JSONResponse:
+        first = e.errors()[0] if e.errors() else {}
+        loc = [str(x) for x in first.get("loc", ()) if x != "body"]
+        if first.get("type") == "json_invalid":
+            return APIError(400, "request body is not valid JSON", code="invalid_json").response()
+        where = ".".join(loc) or None
+        message = f"{where}: {first.get('msg', 'invalid value')}" if where else first.get("msg", "invalid request")
+        return APIError(400, message, param=where).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, e: StarletteHTTPException) -> JSONResponse:
+        kind = "not_found_error" if e.status_code == 404 else "invalid_request_error"
+        return APIError(e.status_code, str(e.detail), type=kind).response()
+
+    @app.exception_handler(Exception)
+    async def internal_error(_: Request, e: Exception) -> JSONResponse:
+        return APIError(500, f"internal error: {type(e).__name__}", type="server_error").response()
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [api.model_card()]}
+
+    @app.get("/v1/models/{name}")
+    async def model(name: str) -> dict[str, Any]:
+        api.check_model(name)
+        return api.model_card()
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(body: ChatRequest) -> Response:
+        return await api.chat(body)
+
+    @app.post("/v1/completions")
+    async def completions(body: CompletionRequest) -> Response:
+        return await api.complete(body)
+
+    @app.get("/")
+    async def index() -> FileResponse:
+        return _static("index.html")
+
+    @app.get("/static/{name}")
+    async def static(name: str) -> FileResponse:
+        return _static(name)
+
+    return app
+
+
+def _static(name: str) -> FileResponse:
+    """Only the files shipped in web/ (no path components), with a strict CSP."""
+    allowed = {p.name: p for p in WEB_DIR.iterdir() if p.is_file()}
+    if name not in allowed:
+        raise APIError(404, f"no such file: {name}", type="not_found_error")
+    return FileResponse(allowed[name], headers={"Content-Security-Policy": CSP, "Cache-Control": "no-cache"})
+
+
+def _check_request(request: Request, config: ServerConfig) -> None:
+    """Host, body and key checks done before any parsing."""
+    if config.loopback_only_hosts:
+        host = request.headers.get("host", "")
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if name not in LOOPBACK_HOSTS:
+            raise APIError(400, f"Host {host!r} not allowed: this server only answers loopback names", param="host")
+    if request.method == "POST":
+        length = request.headers.get("content-length")
+        if length is None or not length.isdigit():
+            raise APIError(411, "a Content-Length header is required", code="length_required")
+        if int(length) > config.max_body_bytes:
+            raise APIError(413, f"request body over {config.max_body_bytes} bytes", code="body_too_large")
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media != "application/json":
+            raise APIError(415, "Content-Type must be application/json", code="unsupported_media_type")
+    if config.api_key and request.url.path.startswith("/v1/"):
+        auth = request.headers.get("authorization", "")
+        token = auth[7:] if auth[:7].lower() == "bearer " else ""
+        if not hmac.compare_digest(token.encode(), config.api_key.encode()):
+            raise APIError(401, "Incorrect or missing API key (send Authorization: Bearer KEY)", code="invalid_api_key")
+
+
+class _Api:
+    def __init__(self, generator: Generator, scheduler: Scheduler, config: ServerConfig) -> None:
+        self.gen, self.scheduler, self.config = generator, scheduler, config
+        self.tok = generator.tokenizer
+        self.created = int(time.time())
+
+    def model_card(self) -> dict[str, Any]:
+        return {"id": self.config.model_name, "object": "model", "created": self.created, "owned_by": "weakwater"}
+
+    def check_model(self, name: str | None) -> None:
+        if name is not None and name != self.config.model_name:
+            raise APIError(
+                404,
+                f"The model {name!r} does not exist; this server serves {self.config.model_name!r}",
+                param="model",
+                code="model_not_found",
+            )
+
+    def params(
+        self, body: _Sampling, prompt_len: int, stop_ids: tuple[int, ...], max_tokens: int | None
+    ) -> SamplingParams:
+        room = self.gen.max_seq_len - prompt_len
+        if room < 1:
+            raise APIError(
+                400,
+                f"This model's maximum context length is {self.gen.max_seq_len} tokens; the prompt has "
+                f"{prompt_len} tokens and leaves no room for an answer",
+                param="messages" if isinstance(body, ChatRequest) else "prompt",
+                code="context_length_exceeded",
+            )
+        seed = None if body.seed is None else body.seed % (1 << 63)
+        return SamplingParams(
+            max_new_tokens=min(max_tokens or room, room),
+            temperature=1.0 if body.temperature is None else body.temperature,
+            top_p=1.0 if body.top_p is None else body.top_p,
+            top_k=body.top_k or 0,
+            repetition_penalty=body.repetition_penalty or 1.0,
+            stop_token_ids=stop_ids,
+            stop=body.stop_strings(),
+            seed=seed,
+        )
+
+    def submit(self, prompt: list[int], params: SamplingParams) -> tuple[Job, asyncio.Queue]:
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[StepEvent | Exception] = asyncio.Queue()
+
+        def emit(event: StepEvent | Exception) -> None:
+            loop.call_soon_threadsafe(events.put_nowait, event)
+
+        job = Job(prompt, params, emit)
+        try:
+            self.scheduler.submit(job)
+        except QueueFullError as e:
+            raise APIError(429, str(e), type="rate_limit_error", code="server_busy") from e
+        return job, events
+
+    async def _events(self, job: Job, events: asyncio.Queue) -> AsyncIterator[StepEvent]:
+        """The job's events; cancels the job if the consumer stops early. A streaming response
+        stops (and so cancels) when a send to a departed client fails; a non-streaming request
+        runs to its end, which ``max_tokens`` and the context bound (uvicorn does not report a
+        disconnect before the response starts)."""
+        try:
+            while True:
+                event = await events.get()
+                if isinstance(event, ValueError):  # the engine refused this prompt
+                    raise APIError(400, str(event), param="prompt")
+                if isinstance(event, Exception):
+                    raise APIError(500, f"generation failed: {type(event).__name__}", type="server_error")
+                yield event
+                if event.finish_reason is not None:
+                    return
+        finally:
+            job.cancelled.set()
+
+    # ----- /v1/chat/completions -----
+
+    async def chat(self, body: ChatRequest) -> Response:
+        self.check_model(body.model)
+        messages = [
+            {"role": "system" if m.role == "developer" else m.role, "content": _strip_control(m.text())}
+            for m in body.messages
+        ]
+        for m, src in zip(messages, body.messages):
+            if src.role == "assistant" and src.reasoning_content:
+                m["reasoning_content"] = src.reasoning_content
+        try:
+            prompt_text = self.tok.render_chat(messages, add_generation_prompt=True)
+        except Exception as e:  # template errors (e.g. roles in an order it refuses) are the client's
+            raise APIError(
+                400, f"cannot render these messages with the model's chat template: {e}", param="messages"
+            ) from e
+        prompt = self.tok.encode(prompt_text)
+        params = self.params(body, len(prompt), chat_stop_ids(self.tok), body.max_completion_tokens or body.max_tokens)
+        job, events = self.submit(prompt, params)
+        rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        base = {"id": rid, "created": created, "model": self.config.model_name, "system_fingerprint": None}
+        text = TextStream(self._decode, params.stop)
+        split = ReasoningSplitter(in_think=prompt_opens_think(prompt_text))
+        usage = _Usage(len(prompt))
+
+        async def deltas() -> AsyncIterator[tuple[str, str, str | None]]:
+            async for ev in self._events(job, events):
+                if ev.token is not None:
+                    usage.completion += 1
+                    r, c = split.push(text.push(ev.token))
+                    if r or c:
+                        yield r, c, None
+                if ev.finish_reason is not None:
+                    r1, c1 = split.push(text.finish())
+                    r2, c2 = split.finish()
+                    yield r1 + r2, c1 + c2, ev.finish_reason
+
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+
+            async def sse() -> AsyncIterator[str]:
+                try:
+                    async for line in chat_sse():
+                        yield line
+                finally:  # the client went away or the stream ended: free the slot now
+                    job.cancelled.set()
+
+            async def chat_sse() -> AsyncIterator[str]:
+                chunk = {**base, "object": "chat.completion.chunk"}
+                first = {
+                    "index": 0,
+                    "delta": {"role": "assistant", "content": ""},
+                    "logprobs": None,
+                    "finish_reason": None,
+                }
+                yield _sse({**chunk, "choices": [first]})
+                async for item in _guard_stream(deltas()):
+                    if isinstance(item, dict):  # an error raised mid-stream
+                        yield _sse(item)
+                        break
+                    r, c, finish = item
+                    delta = {k: v for k, v in (("reasoning_content", r), ("content", c)) if v}
+                    if delta:
+                        yield _sse(
+                            {
+                                **chunk,
+                                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}],
+                            }
+                        )
+                    if finish:
+                        done = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish}
+                        yield _sse({**chunk, "choices": [done]})
+                        if include_usage:
+                            yield _sse({**chunk, "choices": [], "usage": usage.dict()})
+                yield "data: [DONE]\n\n"
+
+            return _stream_response(sse())
+
+        reasoning, content, finish = [], [], "stop"
+        async for r, c, f in deltas():
+            reasoning.append(r)
+            content.append(c)
+            finish = f or finish
+        message = {
+            "role": "assistant",
+            "content": "".join(content).strip(),
+            "reasoning_content": "".join(reasoning).strip() or None,
+        }
+        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+        return JSONResponse({**base, "object": "chat.completion", "choices": [choice], "usage": usage.dict()})
+
+    # ----- /v1/completions -----
+
+    async def complete(self, body: CompletionRequest) -> Response:
+        self.check_model(body.model)
+        if body.echo or body.logprobs:
+            raise APIError(400, "echo and logprobs are not supported", param="echo" if body.echo else "logprobs")
+        if isinstance(body.prompt, list):
+            vocab = self.gen.model.config.vocab_size
+            if not body.prompt or any(not 0 <= t < vocab for t in body.prompt):
+                raise APIError(400, f"prompt token ids must be a non-empty list in 0..{vocab - 1}", param="prompt")
+            prompt = list(body.prompt)
+        else:
+            prompt = self.tok.encode(body.prompt)
+            if not prompt:
+                raise APIError(400, "prompt is empty", param="prompt")
+        stop_ids = () if self.tok.eos_id is None else (self.tok.eos_id,)
+        params = self.params(body, len(prompt), stop_ids, body.max_tokens or 16)
+        job, events = self.submit(prompt, params)
+        rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+        base = {"id": rid, "object": "text_completion", "created": created, "model": self.config.model_name}
+        text = TextStream(self._decode, params.stop)
+        usage = _Usage(len(prompt))
+
+        async def deltas() -> AsyncIterator[tuple[str, str | None]]:
+            async for ev in self._events(job, events):
+                delta = ""
+                if ev.token is not None:
+                    usage.completion += 1
+                    delta = text.push(ev.token)
+                if ev.finish_reason is not None:
+                    delta += text.finish()
+                if delta or ev.finish_reason:
+                    yield delta, ev.finish_reason
+
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+
+            async def sse() -> AsyncIterator[str]:
+                try:
+                    async for line in completion_sse():
+                        yield line
+                finally:  # the client went away or the stream ended: free the slot now
+                    job.cancelled.set()
+
+            async def completion_sse() -> AsyncIterator[str]:
+                async for item in _guard_stream(deltas()):
+                    if isinstance(item, dict):
+                        yield _sse(item)
+                        break
+                    delta, finish = item
+                    choice = {"index": 0, "text": delta, "logprobs": None, "finish_reason": finish}
+                    yield _sse({**base, "choices": [choice]})
+                    if finish and include_usage:
+                        yield _sse({**base, "choices": [], "usage": usage.dict()})
+                yield "data: [DONE]\n\n"
+
+            return _stream_response(sse())
+
+        parts, finish = [], "stop"
+        async for delta, f in deltas():
+            parts.append(delta)
+            finish = f or finish
+        choice = {"index": 0, "text": "".join(parts), "logprobs": None, "finish_reason": finish}
+        return JSONResponse({**base, "choices": [choice], "usage": usage.dict()})
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tok.decode(ids, skip_special_tokens=False)
+
+
+@dataclass
+class _Usage:
+    prompt: int
+    completion: int = 0
+
+    def dict(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt,
+            "completion_tokens": self.completion,
+            "total_tokens": self.prompt + self.completion,
+        }
+
+
+async def _guard_stream(items: AsyncIterator[tuple]) -> AsyncIterator[tuple | dict[str, Any]]:
+    """Pass items through; an APIError mid-stream becomes one error-body item, because the
+    200 status line has already been sent."""
+    try:
+        async for item in items:
+            yield item
+    except APIError as e:
+        yield e.body()
+
+
+def _strip_control(text: str) -> str:
+    """Remove turn-delimiting special tokens from message text. The tokenizer turns them into
+    control ids wherever they appear, so a client could otherwise forge extra turns (e.g. a fake
+    system message) inside its own message."""
+    for token in CONTROL_TOKENS:
+        text = text.replace(token, "")
+    return text
+
+
+def _sse(obj: dict[str, Any]) -> str:
+    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+
+
+def _stream_response(body: AsyncIterator[str]) -> StreamingResponse:
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(body, media_type="text/event-stream", headers=headers)

@@ -1,0 +1,109 @@
+"""``weakwater pretrain`` and the helper every training stage uses to get its command.
+
+``add_stage_command(sub, "sft", "...", SFTConfig, make_stage)`` gives a stage one flag per config
+field (plus ``--config FILE`` and ``--model-arg KEY=VALUE``), resolves the config, builds the stage
+and runs the one :class:`~weakwater.train.trainer.Trainer`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from weakwater.config import add_arguments, resolve
+from weakwater.train.config import ConfigError, TrainConfig
+from weakwater.train.stage import Stage
+
+StageFactory = Callable[[Any, Any], Stage]  # (config, tokenizer or None) -> Stage
+
+
+def parse_model_args(pairs: list[str]) -> dict[str, Any]:
+    """``["dim=256", "rope_scaling={\\"kind\\": \\"yarn\\"}"]`` -> dict; values are JSON when they parse."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--model-arg {pair!r}: expected KEY=VALUE, e.g. --model-arg dim=256")
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+def add_stage_command(
+    sub: argparse._SubParsersAction,
+    name: str,
+    help_text: str,
+    config_cls: type[TrainConfig],
+    make_stage: StageFactory,
+    description: str | None = None,
+) -> argparse.ArgumentParser:
+    """Register ``weakwater <name>`` training ``config_cls`` runs with the stage ``make_stage`` builds."""
+    parser = sub.add_parser(
+        name,
+        help=help_text,
+        description=description or help_text,
+    )
+    parser.add_argument("--config", metavar="FILE", help="TOML/YAML/JSON file with these settings; flags override it")
+    parser.add_argument(
+        "--model-arg",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="override one model config field (repeatable), e.g. --model-arg dim=256 --model-arg n_layers=6",
+    )
+    add_arguments(parser, config_cls, skip=("model",))
+    parser.set_defaults(func=lambda args: run_stage(args, name, config_cls, make_stage))
+    return parser
+
+
+def load_run_tokenizer(cfg: TrainConfig) -> Any:
+    """The tokenizer a run uses: ``--tokenizer``, else the one inside ``--init``, else the one ``--data``
+    was prepared with (recorded in its meta.json)."""
+    source = cfg.tokenizer or cfg.init
+    meta_path = Path(cfg.data) / "meta.json"
+    if source is None and meta_path.is_file():
+        source = json.loads(meta_path.read_text(encoding="utf-8")).get("tokenizer", {}).get("dir")
+        if source and not Path(source).is_dir():
+            raise ConfigError(f"{meta_path} names tokenizer {source}, which no longer exists: pass --tokenizer DIR")
+    if source is None:
+        raise ConfigError("no tokenizer: pass --tokenizer DIR (or --init DIR of a saved model, which contains one)")
+    from weakwater.tokenizer import load_tokenizer
+
+    return load_tokenizer(source)
+
+
+def run_stage(args: argparse.Namespace, name: str, config_cls: type[TrainConfig], make_stage: StageFactory) -> int:
+    cfg = resolve(config_cls, args, section=name)
+    if args.model_arg:
+        cfg.model = {**cfg.model, **parse_model_args(args.model_arg)}
+    cfg.validate()
+    tokenizer = load_run_tokenizer(cfg)
+    from weakwater.train.trainer import Trainer
+
+    trainer = Trainer(cfg, make_stage(cfg, tokenizer), tokenizer=tokenizer)
+    result = trainer.fit()
+    if trainer.interrupted:
+        return 130
+    if trainer.is_main:
+        print(f"{name}: done, {trainer.step} steps; model saved to {result}", file=sys.stderr)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from weakwater.train.stages.pretrain import PretrainStage
+
+    add_stage_command(
+        sub,
+        "pretrain",
+        "pretrain a model on token shards made by `weakwater prepare`",
+        TrainConfig,
+        lambda cfg, _tokenizer: PretrainStage(cfg),
+        description="Next-token pretraining. Runs on one device or under torchrun (DDP, or FSDP2 with --fsdp). "
+        "Outputs in --out: config.json, metrics.jsonl, checkpoints/, best/, final/ (the model), loss.png.",
+    )

@@ -1,0 +1,74 @@
+"""torchrun integration on PyTorch's own stack: process group, ranks, collectives, clean exit."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> DistInfo:
+        """Read torchrun's RANK / WORLD_SIZE / LOCAL_RANK (a plain run is rank 0 of 1)."""
+        return cls(
+            rank=int(os.environ.get("RANK", 0)),
+            world_size=int(os.environ.get("WORLD_SIZE", 1)),
+            local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+        )
+
+
+def init(info: DistInfo, device: torch.device) -> None:
+    """Join the process group (NCCL for CUDA, gloo otherwise) unless already joined."""
+    if info.enabled and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        kwargs = {"device_id": device} if device.type == "cuda" else {}
+        dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world_size, **kwargs)
+
+
+def shutdown(clean: bool = True) -> None:
+    """Leave the group. After a normal end: barrier first, so no rank exits while another still needs
+    it. After an error: no barrier (the other ranks may be stuck in a collective and would never
+    reach it; torchrun then tears them down)."""
+    if dist.is_initialized():
+        try:
+            if clean:
+                dist.barrier()
+        finally:
+            dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """In-place sum over ranks (no-op when not distributed); stays on the device, no host sync."""
+    if dist.is_initialized():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def broadcast_object(obj: object) -> object:
+    """Rank 0's ``obj`` on every rank."""
+    if not dist.is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

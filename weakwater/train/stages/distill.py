@@ -1,0 +1,38 @@
+"""Reasoning distillation: SFT on R1-format answers with extra weight on the think/answer tags.
+
+The tags (``<think> </think> <answer> </answer>``) are single tokens in our tokenizer; a tag token is
+up-weighted only where it is a supervised (assistant) target, never in the prompt. With a tokenizer that
+lacks some tags (MiniMind2) those are simply not up-weighted, and the run says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from weakwater.data.sft import tag_token_ids
+from weakwater.train.config import ConfigError
+from weakwater.train.stages.sft import SFTConfig, SFTStage, say
+
+
+@dataclass
+class DistillConfig(SFTConfig):
+    out: str = field(default="runs/distill", metadata={"help": "run directory (checkpoints, metrics, final model)"})
+    tag_weight: float = field(
+        default=10.0, metadata={"help": "loss weight of think/answer tag tokens at assistant positions (1: plain SFT)"}
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        if self.tag_weight <= 0:
+            raise ConfigError(f"invalid config: --tag-weight must be > 0, got {self.tag_weight}")
+
+
+class DistillStage(SFTStage):
+    name = "distill"
+
+    def __init__(self, cfg: DistillConfig, tokenizer: Any) -> None:
+        tags = tag_token_ids(tokenizer)
+        if len(tags) < 4:
+            say(f"distill: the tokenizer has {len(tags)} of the 4 think/answer tag tokens; only those get --tag-weight")
+        super().__init__(cfg, tokenizer, tags, cfg.tag_weight)

@@ -1,0 +1,193 @@
+"""Preference optimisation (DPO sigmoid, IPO, SimPO) on chosen/rejected pairs.
+
+The reference policy is the starting model (``--init``), obtained in the cheapest correct way:
+
+- SimPO: none needed;
+- LoRA on: the same model with adapters disabled (its base weights are frozen, so it *is* the start);
+- ``--precompute-ref``: one no-grad pass over train + val with the ``--init`` model, stored in
+  ``out/ref_logps.pt`` and reused on resume, so training holds a single model;
+- otherwise: a frozen copy of ``--init`` (loaded from disk, not copied from the policy, so a resumed
+  run still compares against the true start).
+
+Per-pair loss is summed; the normaliser is the number of pairs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch.utils.data import Dataset
+
+from weakwater.data.dpo import PreferenceDataset, collate_pairs
+from weakwater.model.io import load_model
+from weakwater.model.lora import lora_disabled, lora_modules
+from weakwater.train.config import ConfigError
+from weakwater.train.losses import DPO_LOSSES, preference_loss, sequence_logps
+from weakwater.train.stages.sft import SFTConfig, apply_context, context_overrides, report_trainable, say
+
+if TYPE_CHECKING:
+    from weakwater.train.trainer import Trainer
+
+REF_FILE = "ref_logps.pt"
+
+
+@dataclass
+class DPOConfig(SFTConfig):
+    out: str = field(default="runs/dpo", metadata={"help": "run directory (checkpoints, metrics, final model)"})
+    lr: float = field(default=5e-6, metadata={"help": "peak learning rate (DPO wants a small one)"})
+    batch_size: int = field(default=8, metadata={"help": "preference pairs per micro-batch per device"})
+    val_data: str | None = field(default=None, metadata={"help": "validation pairs (JSONL)"})
+    loss_type: str = field(default="sigmoid", metadata={"help": "sigmoid (DPO), ipo or simpo (reference-free)"})
+    beta: float = field(default=0.1, metadata={"help": "DPO/IPO/SimPO temperature beta"})
+    simpo_gamma: float = field(default=0.5, metadata={"help": "SimPO target reward margin gamma"})
+    precompute_ref: bool = field(
+        default=False, metadata={"help": "compute reference log-probs once before training (one model in memory)"}
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        problems = []
+        if self.loss_type not in DPO_LOSSES:
+            problems.append(f"--loss-type must be one of {', '.join(DPO_LOSSES)}, got {self.loss_type!r}")
+        if self.beta <= 0:
+            problems.append(f"--beta must be > 0, got {self.beta}")
+        if self.loss_type != "simpo" and not self.init:
+            problems.append("--init is required: the reference policy is the starting model")
+        if problems:
+            raise ConfigError("invalid config: " + "; ".join(problems))
+
+
+class DPOStage:
+    name = "dpo"
+
+    def __init__(self, cfg: DPOConfig, tokenizer: Any) -> None:
+        self.cfg = cfg
+        self.tokenizer = tokenizer
+        self.ref_logps: torch.Tensor | None = None  # (N_train + N_val, 2) chosen/rejected
+        self.ref_model: torch.nn.Module | None = None
+        self.lora_model: torch.nn.Module | None = None
+        self.train_set: PreferenceDataset | None = None
+        self.val_set: PreferenceDataset | None = None
+        # The trainer logs the metrics of training steps itself; those of validation batches are averaged
+        # here and written with the evaluation that produced them.
+        self._val_seen: list[dict[str, float]] = []
+
+    def datasets(self) -> tuple[Dataset, Dataset | None]:
+        cfg = self.cfg
+        self.train_set = PreferenceDataset(cfg.data, self.tokenizer, cfg.seq_len + 1, cfg.strict)
+        if cfg.val_data:
+            self.val_set = PreferenceDataset(
+                cfg.val_data, self.tokenizer, cfg.seq_len + 1, cfg.strict, index_offset=len(self.train_set)
+            )
+        for split, ds in (("train", self.train_set), ("val", self.val_set)):
+            if ds is not None:
+                say(f"dpo {split} data: {len(ds)} pairs, {ds.skipped.summary()}")
+        return self.train_set, self.val_set
+
+    def collate(self, samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        return collate_pairs(samples, self.tokenizer.eos_id)
+
+    def setup(self, trainer: Trainer) -> None:
+        apply_context(trainer.model, context_overrides(self.cfg))
+        report_trainable(trainer)
+        if self.cfg.loss_type == "simpo":
+            return
+        if any(True for _ in lora_modules(trainer.model)):
+            self.lora_model = trainer.model  # reference = the same weights with adapters switched off
+            return
+        device = next(trainer.model.parameters()).device
+        if self.cfg.precompute_ref:
+            self.ref_logps = self._reference_logps(Path(self.cfg.out) / REF_FILE, device)
+            return
+        self.ref_model = self._load_reference(device)
+
+    def _load_reference(self, device: torch.device) -> torch.nn.Module:
+        model = load_model(self.cfg.init, device=device)
+        apply_context(model, context_overrides(self.cfg))
+        model.eval().requires_grad_(False)
+        return model
+
+    @torch.no_grad()
+    def _reference_logps(self, path: Path, device: torch.device) -> torch.Tensor:
+        """Load or compute the reference log-probs of every train and val pair (row = item index)."""
+        sets = [s for s in (self.train_set, self.val_set) if s is not None]
+        total = sum(len(s) for s in sets)
+        # Reused only for the same reference model, data files and sample length (e.g. on --resume).
+        key = json.dumps([self.cfg.init, self.cfg.seq_len, *[[str(s.records.path), len(s)] for s in sets]])
+        if path.exists():
+            stored = torch.load(path, weights_only=True)
+            if stored.get("key") == key:
+                say(f"dpo: reusing reference log-probs from {path}")
+                return stored["logps"].to(device)
+        model = self._load_reference(device)
+        out = torch.zeros(total, 2)
+        for ds in sets:
+            for start in range(0, len(ds), self.cfg.batch_size):
+                batch = self.collate([ds[i] for i in range(start, min(start + self.cfg.batch_size, len(ds)))])
+                logps, _ = sequence_logps(model(batch["input_ids"].to(device)), batch["targets"].to(device))
+                n = len(batch["index"])
+                out[batch["index"]] = torch.stack([logps[:n], logps[n:]], dim=1).cpu()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"key": key, "logps": out}, path)
+        say(f"dpo: stored reference log-probs of {total} pairs in {path}")
+        return out.to(device)
+
+    def _reference(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
+        n = len(batch["index"])
+        if self.ref_logps is not None:
+            ref = self.ref_logps[batch["index"].to(self.ref_logps.device)]
+            return ref[:, 0], ref[:, 1]
+        if self.cfg.loss_type == "simpo":
+            return None, None
+        with torch.no_grad():
+            if self.lora_model is not None:
+                with lora_disabled(self.lora_model):
+                    logits = self.lora_model(batch["input_ids"])
+            elif self.ref_model is not None:
+                logits = self.ref_model(batch["input_ids"])
+            else:
+                raise RuntimeError("dpo: setup() was not run, no reference policy")
+            logps, _ = sequence_logps(logits, batch["targets"])
+        return logps[:n], logps[n:]
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        n = len(batch["index"])
+        logps, lengths = sequence_logps(model(batch["input_ids"]), batch["targets"])
+        ref_chosen, ref_rejected = self._reference(batch)
+        out = preference_loss(
+            self.cfg.loss_type,
+            logps[:n],
+            logps[n:],
+            ref_chosen,
+            ref_rejected,
+            self.cfg.beta,
+            lengths[:n],
+            lengths[n:],
+            self.cfg.simpo_gamma,
+        )
+        metrics = {
+            "reward_acc": float((out.chosen_rewards > out.rejected_rewards).float().mean()),
+            "reward_margin": float((out.chosen_rewards - out.rejected_rewards).mean()),
+            "reward_chosen": float(out.chosen_rewards.mean()),
+            "reward_rejected": float(out.rejected_rewards.mean()),
+            "logp_chosen": float(logps[:n].detach().mean()),
+            "logp_rejected": float(logps[n:].detach().mean()),
+        }
+        if not torch.is_grad_enabled():
+            self._val_seen.append(metrics)
+        return out.losses.sum(), torch.tensor(float(n), device=out.losses.device), metrics
+
+    def evaluate(self, trainer: Trainer) -> dict[str, float]:
+        """Validation reward accuracy, margin, rewards and log-probs, plus data counters."""
+        seen = self._val_seen
+        out = {f"val_{key}": sum(m[key] for m in seen) / len(seen) for key in (seen[0] if seen else ())}
+        seen.clear()
+        for split, ds in (("train", self.train_set), ("val", self.val_set)):
+            if ds is not None:
+                out[f"{split}_skipped"] = float(ds.skipped.total)
+                out[f"{split}_truncated"] = float(ds.stats["truncated_head"] + ds.stats["truncated_tail"])
+        return out
