@@ -149,13 +149,16 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, .
 def resolve(cls: type[T], args: argparse.Namespace, section: str | None = None) -> T:
     """defaults < ``args.config`` file (optionally its ``[section]``) < flags given on the CLI."""
     layers: dict[str, Any] = {}
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     config_path = getattr(args, "config", None)
     if config_path:
         data = load_file(config_path)
         if section and isinstance(data.get(section), dict):
-            data = merge({k: v for k, v in data.items() if not isinstance(v, dict)}, data[section])
+            # One file may configure several stages: keep the shared top level (scalars and this
+            # config's own tables such as [model]), drop other stages' tables, then apply [section].
+            shared = {k: v for k, v in data.items() if not isinstance(v, dict) or k in names}
+            data = merge(shared, data[section])
         layers = merge(layers, data)
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     flags = {k: v for k, v in vars(args).items() if k in names and k != "config"}
     layers = merge(layers, flags)
     return from_dict(cls, layers, where=str(config_path or "flags"))
