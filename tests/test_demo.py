@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 
 import pytest
 import torch
@@ -85,7 +84,7 @@ def test_language_model_metrics_by_hand(tmp_path, bpe_tokenizer_dir):
     assert m["unigram_loss"] > 0
 
 
-@pytest.mark.skipif(os.environ.get("WEAKWATER_RUN_DEMO") != "1", reason="minutes on 2 cores; set WEAKWATER_RUN_DEMO=1")
+@pytest.mark.slow
 def test_fast_demo_end_to_end(tmp_path):
     from weakwater.demo import run_demo
 

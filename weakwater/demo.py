@@ -38,9 +38,9 @@ class Plan:
     pretrain_steps: int = 450
     pretrain_batch: int = 16
     sft_steps: int = 250
-    distill_steps: int = 150
-    dpo_steps: int = 60
-    lora_steps: int = 120
+    distill_steps: int = 1200
+    dpo_steps: int = 100
+    lora_steps: int = 200
     batch_size: int = 16
     eval_limit: int | None = None  # rows per eval file (None: all)
 
@@ -135,6 +135,23 @@ def behaviour_rate(model: torch.nn.Module, tokenizer: Any, eval_file: Path, limi
     return {"rate": sum(good) / len(rows), "concise": sum(concise) / len(rows)}
 
 
+def replay_mix(dest: Path, main: Path, replay: Path, share: float, seed: int) -> Path:
+    """``main``'s rows plus ``share`` * as many rows drawn from ``replay``, shuffled, written to ``dest``.
+
+    Mixing earlier-stage conversations back in keeps a stage from forgetting what the previous one taught
+    (distill trained on R1 rows only forgets short answers; LoRA on the domain only forgets general facts).
+    """
+    import random
+
+    rows = main.read_text(encoding="utf-8").splitlines()
+    extra = replay.read_text(encoding="utf-8").splitlines()
+    rng = random.Random(seed)
+    mixed = rows + rng.sample(extra, min(len(extra), round(len(rows) * share)))
+    rng.shuffle(mixed)
+    dest.write_text("".join(line + "\n" for line in mixed), encoding="utf-8")
+    return dest
+
+
 def _fit(cfg: Any, stage: Any, tokenizer: Any) -> Path:
     from weakwater.train.trainer import Trainer
 
@@ -225,9 +242,10 @@ def run_demo(
     }
     t = lap("sft", t)
 
-    # --- distill (R1 data)
-    cfg = DistillConfig(data=str(data / "r1.jsonl"), init=str(out / "sft" / "final"), max_steps=plan.distill_steps,
-                        lr=5e-4, **{**_common(plan, out, "distill"), "seq_len": plan.model["max_seq_len"]})  # fmt: skip
+    # --- distill (R1 data, with SFT conversations replayed so short answers are not forgotten)
+    mix = replay_mix(data / "distill_mix.jsonl", data / "r1.jsonl", data / "sft.jsonl", 0.5, seed)
+    cfg = DistillConfig(data=str(mix), init=str(out / "sft" / "final"), max_steps=plan.distill_steps,
+                        lr=1e-3, **{**_common(plan, out, "distill"), "seq_len": plan.model["max_seq_len"]})  # fmt: skip
     distill = load_model(_fit(cfg, DistillStage(cfg, tok), tok))
     results["distill"] = {
         "reasoning": {
@@ -255,9 +273,10 @@ def run_demo(
     }
     t = lap("dpo", t)
 
-    # --- LoRA on the domain set
-    cfg = SFTConfig(data=str(data / "lora_domain.jsonl"), init=str(out / "dpo" / "final"),
-                    max_steps=plan.lora_steps, lr=2e-3, lora_rank=8, lora_alpha=16.0,
+    # --- LoRA on the domain set (a quarter as many SFT conversations replayed against forgetting)
+    mix = replay_mix(data / "lora_mix.jsonl", data / "lora_domain.jsonl", data / "sft.jsonl", 0.25, seed)
+    cfg = SFTConfig(data=str(mix), init=str(out / "dpo" / "final"),
+                    max_steps=plan.lora_steps, lr=3e-3, lora_rank=16, lora_alpha=32.0,
                     **_common(plan, out, "lora"))  # fmt: skip
     lora = load_model(_fit(cfg, SFTStage(cfg, tok), tok))
     results["lora"] = {

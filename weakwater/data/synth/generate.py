@@ -112,8 +112,8 @@ class _Builder:
         out = []
         for i in range(self.spec.eval_reasoning):
             lang = rng.choice(LANGS)
-            if i % 2 == 0:
-                question, think, result = addition_problem(rng, *self._claim_sum(rng, 3), lang)
+            if i % 4 != 3:  # mostly column additions (2-3 digits): steps a tiny model can learn to copy
+                question, think, result = addition_problem(rng, *self._claim_sum(rng, 2 + i % 2), lang)
             else:
                 wp = draw(rng, self._word_problem, self._claim_word, "held-out word problem")
                 question, think, result = self._render_word(wp, lang)
@@ -181,7 +181,7 @@ class _Builder:
 
     def _train_problem(self, rng: random.Random) -> tuple[QA, list[str]]:
         lang = rng.choice(LANGS)
-        if rng.random() < 0.5:
+        if rng.random() < 0.75:
             question, think, result = addition_problem(rng, *self._train_sum(rng, rng.choice((2, 3, 3, 4))), lang)
         else:
             wp = draw(rng, self._word_problem, self._free_word, "training word problem")

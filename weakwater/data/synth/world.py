@@ -153,7 +153,10 @@ SIZES: dict[str, SizeSpec] = {
         domain_descriptions=2, eval_arith=20, eval_reasoning=20, eval_dpo=20, dpo_eval=20,
     ),
     # The CPU demo: a ~2-3M parameter model should learn a good share of these facts in minutes.
-    "demo": SizeSpec(people=120, cities=16, companies=8, products=36, creatures=24, bio_docs=8, stories=400),
+    "demo": SizeSpec(
+        people=120, cities=16, companies=8, products=36, creatures=24, bio_docs=8, stories=400, r1_train=1500,
+        domain_descriptions=8,
+    ),
     "large": SizeSpec(
         people=400, cities=40, companies=12, products=120, creatures=60, bio_docs=6, stories=1200,
         catalogue_docs=80, arith_docs=600, sft_arith=2000, sft_multiturn=800, r1_train=3000, dpo_train=2000,
