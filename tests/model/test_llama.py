@@ -2,44 +2,14 @@
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
+from weakwater.bench.train import hf_twin
 from weakwater.model import KVCache, ModelConfig, RopeScaling, Transformer
 
 
 def small_config(**kw) -> ModelConfig:
     base = dict(vocab_size=300, dim=64, n_layers=3, n_heads=8, n_kv_heads=2, max_seq_len=64, tie_embeddings=False)
     return ModelConfig(**{**base, **kw})
-
-
-def hf_twin(model: Transformer) -> LlamaForCausalLM:
-    c = model.config
-    rope = {"rope_type": "default", "rope_theta": c.rope_theta}
-    if c.rope_scaling is not None:
-        rope = {
-            "rope_type": c.rope_scaling.kind,
-            "rope_theta": c.rope_theta,
-            "factor": c.rope_scaling.factor,
-            "original_max_position_embeddings": c.rope_scaling.original_max_seq_len,
-        }
-    hf_config = LlamaConfig(
-        vocab_size=c.vocab_size,
-        hidden_size=c.dim,
-        intermediate_size=c.ffn_dim,
-        num_hidden_layers=c.n_layers,
-        num_attention_heads=c.n_heads,
-        num_key_value_heads=c.n_kv_heads,
-        max_position_embeddings=c.max_seq_len,
-        rms_norm_eps=c.norm_eps,
-        rope_parameters=rope,
-        tie_word_embeddings=c.tie_embeddings,
-        attention_bias=False,
-        mlp_bias=False,
-    )
-    hf = LlamaForCausalLM(hf_config).eval()
-    state = {("lm_head.weight" if k == "lm_head.weight" else f"model.{k}"): v for k, v in model.state_dict().items()}
-    hf.load_state_dict(state, strict=True)
-    return hf
 
 
 @pytest.mark.parametrize(
