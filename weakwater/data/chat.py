@@ -57,15 +57,20 @@ def _text(value: Any, field: str) -> str:
     return value
 
 
-def _from_role_content(turns: Any, key: str) -> list[Message]:
-    """MiniMind / OpenAI style turns; ``reasoning_content`` folds into think tags."""
+def _turns(turns: Any, key: str) -> list[tuple[str, dict]]:
+    """(field path, turn) pairs of a list of message objects, or an error naming the bad field."""
     if not isinstance(turns, list):
         raise ConversationError(key, f"expected a list of messages, got {type(turns).__name__}", "wrong_type")
-    out = []
     for i, turn in enumerate(turns):
-        where = f"{key}[{i}]"
         if not isinstance(turn, dict):
-            raise ConversationError(where, f"expected an object, got {type(turn).__name__}", "wrong_type")
+            raise ConversationError(f"{key}[{i}]", f"expected an object, got {type(turn).__name__}", "wrong_type")
+    return [(f"{key}[{i}]", turn) for i, turn in enumerate(turns)]
+
+
+def _from_role_content(turns: Any, key: str) -> list[Message]:
+    """MiniMind / OpenAI style turns; ``reasoning_content`` folds into think tags."""
+    out = []
+    for where, turn in _turns(turns, key):
         if "role" not in turn:
             raise ConversationError(f"{where}.role", "missing", "missing_field")
         role = _text(turn["role"], f"{where}.role")
@@ -78,13 +83,8 @@ def _from_role_content(turns: Any, key: str) -> list[Message]:
 
 
 def _from_sharegpt(turns: Any, key: str) -> list[Message]:
-    if not isinstance(turns, list):
-        raise ConversationError(key, f"expected a list of messages, got {type(turns).__name__}", "wrong_type")
     out = []
-    for i, turn in enumerate(turns):
-        where = f"{key}[{i}]"
-        if not isinstance(turn, dict):
-            raise ConversationError(where, f"expected an object, got {type(turn).__name__}", "wrong_type")
+    for where, turn in _turns(turns, key):
         speaker = _text(turn.get("from"), f"{where}.from")
         if speaker.lower() not in SHAREGPT_ROLES:
             raise ConversationError(f"{where}.from", f"unknown speaker {speaker!r}", "unknown_role")
