@@ -10,19 +10,13 @@ import pytest
 import torch
 
 from weakwater.export.gguf import export_gguf, permute_rope, pre_tokenizer_name
-from weakwater.model import Transformer, load_model
+from weakwater.model import load_model
+
+from .reference import greedy
 
 gguf = pytest.importorskip("gguf")
 
 MIXED = "Hello, 世界! The river flows east 河水向东流入大海。 What is 12 + 35?\n<|im_start|>user\n你好<|im_end|>"
-
-
-def greedy(model: Transformer, prompt: list[int], n: int) -> list[int]:
-    ids = list(prompt)
-    with torch.no_grad():
-        for _ in range(n):
-            ids.append(int(model(torch.tensor([ids]))[0, -1].argmax()))
-    return ids[len(prompt) :]
 
 
 def read_fields(path) -> dict:

@@ -8,22 +8,15 @@ import pytest
 import torch
 
 from weakwater.export.hf import export_hf
-from weakwater.model import Transformer, load_model
+from weakwater.model import load_model
 from weakwater.model.config import RopeScaling
 from weakwater.model.lora import apply_lora, save_adapter
+
+from .reference import greedy
 
 transformers = pytest.importorskip("transformers")
 
 TEXT = "Small models learn fast. 小模型学得很快！What is 12 + 35?"
-
-
-def greedy(model: Transformer, prompt: list[int], n: int) -> list[int]:
-    """Plain greedy decoding by full recomputation: the reference every runtime must match."""
-    ids = list(prompt)
-    with torch.no_grad():
-        for _ in range(n):
-            ids.append(int(model(torch.tensor([ids]))[0, -1].argmax()))
-    return ids[len(prompt) :]
 
 
 @pytest.mark.parametrize(
