@@ -63,6 +63,15 @@ def test_pretrain_stage_selects_raw_mode(tiny_model_dir, generator, tmp_path, ca
     assert capsys.readouterr().out == generator.complete("Once upon", SamplingParams(max_new_tokens=6)) + "\n"
 
 
+def test_int8_weights_flag_decodes_with_the_int8_engine(tiny_model_dir, generator, capsys):
+    from weakwater.infer import Generator
+
+    flags = ["--raw", "--prompt", "Once upon", "--max-new-tokens", "6", "--temperature", "0"]
+    main(["chat", "--model", str(tiny_model_dir), *flags, "--repetition-penalty", "1", "--weights", "int8"])
+    int8 = Generator(generator.model, generator.tokenizer, weights="int8")
+    assert capsys.readouterr().out == int8.complete("Once upon", SamplingParams(max_new_tokens=6)) + "\n"
+
+
 def test_history_is_trimmed_to_the_context(generator):
     session = ChatSession(generator, SamplingParams(max_new_tokens=16), out=io.StringIO())
     for i in range(10):
@@ -110,9 +119,17 @@ def test_bench_decode_writes_json_and_matches_hf(tmp_path, capsys):
     result = json.loads(out.read_text())
     assert [r["batch"] for r in result["results"]] == [1, 2]
     for r in result["results"]:
-        assert r["ours_tok_s"] > 0 and r["hf_tok_s"] > 0
+        assert r["ours_tok_s"] > 0 and r["hf_tok_s"] > 0 and r["int8_tok_s"] > 0
         assert r["same_tokens"] == 1.0  # HF greedy on the same weights picks the same tokens
-    assert "ours / HF" in capsys.readouterr().out
+        assert 0 <= r["int8_agreement"] <= 1
+    assert "int8 / HF" in capsys.readouterr().out
+
+
+def test_bench_decode_on_a_saved_model(tiny_model_dir, capsys):
+    flags = ["--batch", "1", "--tokens", "4", "--repeats", "1", "--no-hf"]
+    assert main(["bench", "decode", "--model", str(tiny_model_dir), *flags]) == 0
+    out = capsys.readouterr().out
+    assert str(tiny_model_dir) in out and "ours int8 tok/s" in out and "HF" not in out
 
 
 def test_serve_command_answers_on_loopback(tiny_model_dir):

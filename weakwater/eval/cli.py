@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from weakwater.infer.fast import WEIGHT_FORMATS
+
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, metavar="DIR", help="saved WeakWater model directory")
@@ -43,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     tasks.add_argument("--data", required=True, metavar="FILE.jsonl", help="eval rows {messages, answer, task}")
     tasks.add_argument("--max-new-tokens", type=int, default=64, help="generation budget per question")
     tasks.add_argument("--limit", type=int, help="only the first N rows")
+    tasks.add_argument(
+        "--weights", choices=WEIGHT_FORMATS, default="fp32", help="decode with fp32 (default) or int8 weights (CPU)"
+    )
     tasks.set_defaults(func=run_tasks)
 
 
@@ -89,4 +94,5 @@ def run_tasks(args: argparse.Namespace) -> int:
     from weakwater.eval.tasks import run_task
 
     model, tok = load(args)
-    return emit(run_task(model, tok, args.data, max_new_tokens=args.max_new_tokens, limit=args.limit), args.out)
+    result = run_task(model, tok, args.data, args.max_new_tokens, args.limit, weights=args.weights)
+    return emit(result, args.out)

@@ -68,9 +68,10 @@ def generate_answers(
     conversations: Sequence[list[dict[str, str]]],
     max_new_tokens: int = 64,
     batch_size: int = 32,
+    weights: str = "fp32",
 ) -> list[str]:
     """Greedy chat replies (stop at the end-of-turn token), batched."""
-    gen = Generator(model, tokenizer, device=str(next(model.parameters()).device))
+    gen = Generator(model, tokenizer, device=str(next(model.parameters()).device), weights=weights)
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, stop_token_ids=chat_stop_ids(tokenizer))
     prompts = [tokenizer.encode(tokenizer.render_chat(m, add_generation_prompt=True)) for m in conversations]
     out: list[str] = []
@@ -87,10 +88,12 @@ def run_task(
     max_new_tokens: int = 64,
     limit: int | None = None,
     samples: int = 3,
+    weights: str = "fp32",
 ) -> dict[str, Any]:
-    """Accuracy (overall and per task), format-compliance rate and a few example generations."""
+    """Accuracy (overall and per task), format-compliance rate and a few example generations;
+    ``weights="int8"`` answers with the int8 decoding engine (to measure what it costs)."""
     rows = load_eval(eval_jsonl)[:limit]
-    generations = generate_answers(model, tokenizer, [r["messages"] for r in rows], max_new_tokens)
+    generations = generate_answers(model, tokenizer, [r["messages"] for r in rows], max_new_tokens, weights=weights)
     per_task: dict[str, list[bool]] = defaultdict(list)
     correct, formatted = [], []
     for row, text in zip(rows, generations):

@@ -340,24 +340,35 @@ class Generator:
 
     With ``fast=True`` (default) decoding uses ``FastDecoder``, which keeps fused copies of the
     projection weights; they are rebuilt automatically when the model's weights are modified
-    in place (e.g. by more training steps between generations).
+    in place (e.g. by more training steps between generations). ``weights="int8"`` makes those
+    copies int8 (CPU only, see fast.py): about 3x faster, logits slightly different.
     """
 
     def __init__(
-        self, model: Transformer, tokenizer: ChatTokenizer | None = None, device: str = "cpu", fast: bool = True
+        self,
+        model: Transformer,
+        tokenizer: ChatTokenizer | None = None,
+        device: str = "cpu",
+        fast: bool = True,
+        weights: str = "fp32",
     ) -> None:
+        if weights != "fp32" and not (fast and supports_fast_path(model)):
+            raise ValueError(f"{weights} weights need the fast decoder (merge LoRA adapters first)")
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
         self.device = device
         self.fast = fast and supports_fast_path(model)
+        self.weights = weights
         self._fast: tuple[int, FastDecoder] | None = None
+        if self.fast:
+            self._forward()  # build now, so a bad ``weights`` choice fails here and not mid-request
 
     def _forward(self) -> Callable[..., torch.Tensor]:
         if not self.fast:
             return self.model
         version = sum(p._version for p in self.model.parameters())
         if self._fast is None or self._fast[0] != version:
-            self._fast = (version, FastDecoder(self.model))
+            self._fast = (version, FastDecoder(self.model, self.weights))
         return self._fast[1]
 
     @property
