@@ -27,8 +27,11 @@ RESULTS = {
                  "samples": ["Su Ming lives in Varan."]},
     "sft": {"facts": {"before": _task(0.0), "after": _task(0.4)}, "arith": {"before": _task(0.1), "after": _task(0.1)}},
     "distill": {"reasoning": {"before": _task(0.2, 0.0), "after": _task(0.5, 0.97)}},
-    "dpo": {"preference": {"before": {"accuracy": 0.6, "mean_margin": 0.1},
+    "dpo": {"preference": {"before": {"accuracy": 0.9, "mean_margin": 0.1},
                            "after": {"accuracy": 0.9, "mean_margin": 2.0}},
+            "preference_per_token": {
+                "before": {"accuracy": 0.6, "mean_margin": 0.1, "per_kind": {"ramble": 0.2, "wrong": 1.0}},
+                "after": {"accuracy": 0.8, "mean_margin": 0.5, "per_kind": {"ramble": 0.6, "wrong": 1.0}}},
             "implicit_reward": {"accuracy": 0.95, "mean_margin": 1.9},
             "behaviour": {"before": {"rate": 0.3, "concise": 0.4}, "after": {"rate": 0.7, "concise": 0.9}}},
     "lora": {"domain": {"before": _task(0.0), "after": _task(0.6)},
@@ -47,6 +50,8 @@ def test_report_verdicts(tmp_path):
     path = write_report(tmp_path, RESULTS)
     text = path.read_text()
     assert "| sft | exact match, pretraining-only facts | 0.0% | 40.0% | yes |" in text
+    assert "| dpo | held-out preference accuracy (per-token log-prob) | 60.0% | 80.0% | yes |" in text
+    assert "before: ramble 20.0%, wrong 100.0%; after: ramble 60.0%, wrong 100.0%" in text
     assert json.loads((tmp_path / "report.json").read_text())["times_s"]["total"] == 900.0
     broken = copy.deepcopy(RESULTS)
     broken["pretrain"]["bits_per_byte"] = 4.0

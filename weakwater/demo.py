@@ -9,6 +9,7 @@ log-probs. ``OUT/report.md`` (+ ``report.json``) holds the table; see :mod:`weak
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import shutil
 import sys
@@ -261,10 +262,16 @@ def run_demo(
                     precompute_ref=True, warmup_steps=5, **{**_common(plan, out, "dpo"),
                                                            "batch_size": max(2, plan.batch_size // 2)})  # fmt: skip
     dpo = load_model(_fit(cfg, DPOStage(cfg, tok), tok))
-    ref = pair_logps(distill, tok, data / "dpo_eval.jsonl")
-    pol = pair_logps(dpo, tok, data / "dpo_eval.jsonl")
+    pairs = data / "dpo_eval.jsonl"
+    ref, pol = pair_logps(distill, tok, pairs), pair_logps(dpo, tok, pairs)
+    ref_mean, pol_mean = pair_logps(distill, tok, pairs, per_token=True), pair_logps(dpo, tok, pairs, per_token=True)
+    kinds = [row["kind"] for row in (json.loads(line) for line in pairs.read_text(encoding="utf-8").splitlines())]
     results["dpo"] = {
         "preference": {"before": preference_metrics(ref), "after": preference_metrics(pol)},
+        "preference_per_token": {
+            "before": preference_metrics(ref_mean, kinds=kinds),
+            "after": preference_metrics(pol_mean, kinds=kinds),
+        },
         "implicit_reward": preference_metrics(pol, ref),
         "behaviour": {
             "before": behaviour_rate(distill, tok, data / "eval_dpo.jsonl", plan.eval_limit),

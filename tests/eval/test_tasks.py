@@ -48,6 +48,8 @@ def test_preference_metrics_by_hand():
     reference = torch.tensor([[-1.0, -1.0], [-5.0, -1.0], [-2.0, -2.5]])
     # implicit rewards (policy - reference): [0, -1], [2, 0], [0, 0] -> margins 1, 2, 0; a tie is no win
     assert preference_metrics(policy, reference) == pytest.approx({"accuracy": 2 / 3, "mean_margin": 1.0})
+    by_kind = preference_metrics(policy, kinds=["wrong", "ramble", "wrong"])["per_kind"]
+    assert by_kind == {"ramble": 0.0, "wrong": 1.0}
 
 
 def test_run_task_scores_real_generations(tmp_path, make_model_dir, bpe_tokenizer_dir, monkeypatch):
@@ -76,6 +78,11 @@ def test_pair_logps_shapes_and_eval_errors(tmp_path, make_model_dir, bpe_tokeniz
                                  "rejected": [q, {"role": "assistant", "content": "河水"}]}) + "\n")  # fmt: skip
     logps = pair_logps(model, tok, pairs)
     assert logps.shape == (1, 2) and (logps < 0).all()
+    # per token = the sum over the answer's tokens (reply + <|im_end|>) divided by their number
+    counts = [len(tok.encode(text)) + 1 for text in ("hello", "河水")]
+    assert pair_logps(model, tok, pairs, per_token=True)[0].tolist() == pytest.approx(
+        [float(logps[0, 0]) / counts[0], float(logps[0, 1]) / counts[1]], rel=1e-5
+    )
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"messages": [q]}) + "\n")
     with pytest.raises(ValueError, match="bad.jsonl:1"):

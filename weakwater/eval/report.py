@@ -27,8 +27,8 @@ def headline_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, bool]]:
     rows.append(("distill", "multi-step accuracy", _pct(d["before"]["accuracy"]), _pct(d["after"]["accuracy"]),
                  d["after"]["accuracy"] > d["before"]["accuracy"]))  # fmt: skip
     dp = r["dpo"]
-    before, after = dp["preference"]["before"]["accuracy"], dp["preference"]["after"]["accuracy"]
-    rows.append(("dpo", "held-out preference accuracy (log-prob ranking)", _pct(before), _pct(after), after > before))
+    before, after = dp["preference_per_token"]["before"]["accuracy"], dp["preference_per_token"]["after"]["accuracy"]
+    rows.append(("dpo", "held-out preference accuracy (per-token log-prob)", _pct(before), _pct(after), after > before))
     implicit = dp["implicit_reward"]["accuracy"]
     rows.append(("dpo", "held-out implicit-reward accuracy", "50.0% (chance)", _pct(implicit), implicit > 0.5))
     before, after = dp["behaviour"]["before"]["rate"], dp["behaviour"]["after"]["rate"]
@@ -55,10 +55,20 @@ def render(r: dict[str, Any]) -> str:
     ]
     for stage, metric, before, after, ok in headline_rows(r):
         lines.append(f"| {stage} | {metric} | {before} | {after} | {'yes' if ok else 'NO'} |")
-    p = r["pretrain"]
+    p, dp = r["pretrain"], r["dpo"]
+
+    def per_kind(which: str) -> str:
+        return ", ".join(f"{k} {_pct(v)}" for k, v in dp["preference_per_token"][which].get("per_kind", {}).items())
+
     lines += [
         "",
         f"Pretrain validation loss {p['val_loss']:.3f} nats/token (unigram {p['unigram_loss']:.3f}).",
+        "",
+        "DPO preference accuracy by the rejected reply's failure (per-token log-prob), before: "
+        f"{per_kind('before')}; after: {per_kind('after')}. By summed log-prob instead: "
+        f"{_pct(dp['preference']['before']['accuracy'])} before, {_pct(dp['preference']['after']['accuracy'])} after "
+        "(a sum favours the shorter reply, so rambling and repeated rejects lose before any DPO; the pairs it "
+        "misses are wrong numbers the model cannot check).",
         "",
         "## Loss curves",
         "",

@@ -114,8 +114,12 @@ def run_task(
 
 
 @torch.no_grad()
-def pair_logps(model: torch.nn.Module, tokenizer: Any, pairs_jsonl: str | Path, max_len: int = 512) -> torch.Tensor:
-    """(N, 2) summed log-probs of each pair's chosen and rejected final answers."""
+def pair_logps(
+    model: torch.nn.Module, tokenizer: Any, pairs_jsonl: str | Path, max_len: int = 512, per_token: bool = False
+) -> torch.Tensor:
+    """(N, 2) summed log-probs of each pair's chosen and rejected final answers; with ``per_token``
+    their mean per answer token instead (SimPO's length-normalised score: a sum favours short
+    answers, so it cannot tell whether a model still likes rambling or repeated text)."""
     device = next(model.parameters()).device
     model.eval()
     rows = []
@@ -130,17 +134,27 @@ def pair_logps(model: torch.nn.Module, tokenizer: Any, pairs_jsonl: str | Path, 
             ids, mask = ids[-max_len:], mask[-max_len:]
             targets = torch.tensor([t if m else -100 for t, m in zip(ids[1:], mask[1:])], device=device)
             logits = model(torch.tensor([ids[:-1]], device=device))
-            pair.append(sequence_logps(logits, targets[None])[0][0])
+            total, count = sequence_logps(logits, targets[None])
+            pair.append(total[0] / count[0].clamp(min=1) if per_token else total[0])
         rows.append(torch.stack(pair))
     return torch.stack(rows).cpu()
 
 
-def preference_metrics(policy: torch.Tensor, reference: torch.Tensor | None = None) -> dict[str, float]:
+def preference_metrics(
+    policy: torch.Tensor, reference: torch.Tensor | None = None, kinds: Sequence[str] | None = None
+) -> dict[str, Any]:
     """Preference accuracy: share of pairs whose chosen answer wins.
 
     Without ``reference``: by the policy's own log-prob (usable before any DPO step). With it: by the
-    DPO implicit reward ``logp_policy - logp_reference``.
+    DPO implicit reward ``logp_policy - logp_reference``. With ``kinds`` (one label per pair, e.g. the
+    rejected answer's failure), also the accuracy per kind.
     """
     score = policy if reference is None else policy - reference
     margin = score[:, 0] - score[:, 1]
-    return {"accuracy": float((margin > 0).float().mean()), "mean_margin": float(margin.mean())}
+    result: dict[str, Any] = {"accuracy": float((margin > 0).float().mean()), "mean_margin": float(margin.mean())}
+    if kinds is not None:
+        wins: dict[str, list[bool]] = defaultdict(list)
+        for kind, m in zip(kinds, margin.tolist(), strict=True):
+            wins[kind].append(m > 0)
+        result["per_kind"] = {k: sum(v) / len(v) for k, v in sorted(wins.items())}
+    return result

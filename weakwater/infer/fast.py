@@ -144,6 +144,7 @@ class FastDecoder:
                 for a, b in zip(attn, model.layers)
             ]
             self.head = linear(model.lm_head.weight)
+            self.embed = model.embed_tokens.weight.detach()
             self.final_norm = _norm(model.norm)
             # (max_seq_len, 1, head_dim) tables, broadcasting over (B, T, heads, head_dim).
             cos, sin = model.rope(torch.arange(cfg.max_seq_len, device=device)[None], model.embed_tokens.weight.dtype)
@@ -170,16 +171,17 @@ class FastDecoder:
             cos, sin = self.cos[position_ids], self.sin[position_ids]
         mask = Transformer._attention_mask(attention_mask, start, T, input_ids.device)
         is_causal = mask is None and T > 1 and start == 0
-        x = self.model.embed_tokens(input_ids)
-        for i, block in enumerate(self.blocks):
+        x = F.embedding(input_ids, self.embed)
+        # Per-layer views of the cache, taken once per call (indexing [i, ...] costs a few ops each time).
+        for block, keys, values in zip(self.blocks, kv_cache.k.unbind(0), kv_cache.v.unbind(0)):
             qkv = block.qkv(block.attn_norm(x)).view(B, T, H + 2 * Hkv, hd)
             qk = apply_rope(qkv[:, :, : H + Hkv], cos, sin).transpose(1, 2)
-            kv_cache.k[i, :, :, start:end] = qk[:, H:]
-            kv_cache.v[i, :, :, start:end] = qkv[:, :, H + Hkv :].transpose(1, 2)
+            keys[:, :, start:end] = qk[:, H:]
+            values[:, :, start:end] = qkv[:, :, H + Hkv :].transpose(1, 2)
             out = F.scaled_dot_product_attention(
                 qk[:, :H],
-                kv_cache.k[i, :, :, :end],
-                kv_cache.v[i, :, :, :end],
+                keys[:, :, :end],
+                values[:, :, :end],
                 attn_mask=mask,
                 is_causal=is_causal,
                 enable_gqa=Hkv != H,
