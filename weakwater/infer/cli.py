@@ -74,8 +74,8 @@ def _runtime_flags(p: argparse.ArgumentParser) -> None:
         "--weights",
         choices=WEIGHT_FORMATS,
         default="fp32",
-        help="decode with fp32 weights (exact, default) or int8 ones (CPU only; about 3x faster "
-        "for 26m-size and larger models, logits about 2%% off)",
+        help="decode with fp32 weights (exact, default) or int8 ones (CPU only; 3-4x faster "
+        "than fp32 for 26m-size and larger models, logits about 2%% off)",
     )
 
 
