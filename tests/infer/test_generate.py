@@ -177,3 +177,19 @@ def test_int8_needs_the_fast_path_on_cpu(gen):
     lora_model = apply_lora(copy.deepcopy(gen.model), rank=2, alpha=4, targets=("q_proj",))
     with pytest.raises(ValueError, match="merge LoRA adapters"):
         Generator(lora_model, weights="int8")
+
+
+def test_fast_decoder_runs_its_layer_loop_compiled_on_cpu(gen):
+    """The TorchScript loop is what makes CPU decoding fast; a silent fallback to eager would not
+    change any output, so check it is really in use and gives the eager loop's logits exactly."""
+    from weakwater.infer.fast import FastDecoder, decode_layers
+    from weakwater.model.llama import KVCache
+
+    fast = FastDecoder(gen.model)
+    assert isinstance(fast.layers, torch.jit.ScriptFunction)
+    ids = torch.tensor([PROMPTS[2]])
+    outputs = []
+    for layers in (fast.layers, decode_layers):
+        fast.layers = layers
+        outputs.append(fast(ids, kv_cache=KVCache(gen.model.config, 1, ids.shape[1], "cpu", torch.float32)))
+    assert torch.equal(outputs[0], outputs[1])
