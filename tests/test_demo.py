@@ -33,7 +33,8 @@ RESULTS = {
                 "before": {"accuracy": 0.6, "mean_margin": 0.1, "per_kind": {"ramble": 0.2, "wrong": 1.0}},
                 "after": {"accuracy": 0.8, "mean_margin": 0.5, "per_kind": {"ramble": 0.6, "wrong": 1.0}}},
             "implicit_reward": {"accuracy": 0.95, "mean_margin": 1.9},
-            "behaviour": {"before": {"rate": 0.3, "concise": 0.4}, "after": {"rate": 0.7, "concise": 0.9}}},
+            "behaviour": {"before": {"rate": 0.3, "concise": 0.4, "ramble_sampled": 0.05, "samples": 160},
+                          "after": {"rate": 0.7, "concise": 0.9, "ramble_sampled": 0.01, "samples": 160}}},
     "lora": {"domain": {"before": _task(0.0), "after": _task(0.6)},
              "general": {"before": _task(0.4), "after": _task(0.25)},
              "general_arith": {"before": _task(0.1), "after": _task(0.1)}},
@@ -52,6 +53,12 @@ def test_report_verdicts(tmp_path):
     assert "| sft | exact match, pretraining-only facts | 0.0% | 40.0% | yes |" in text
     assert "| dpo | held-out preference accuracy (per-token log-prob) | 60.0% | 80.0% | yes |" in text
     assert "before: ramble 20.0%, wrong 100.0%; after: ramble 60.0%, wrong 100.0%" in text
+    assert "| dpo | targeted behaviour: rambling replies, sampled (lower is better) | 5.0% | 1.0% | yes |" in text
+    more_rambling = copy.deepcopy(RESULTS)
+    more_rambling["dpo"]["behaviour"]["after"]["ramble_sampled"] = 0.05  # no drop is no improvement
+    assert "| dpo | targeted behaviour: rambling replies, sampled (lower is better) | 5.0% | 5.0% | NO |" in render(
+        more_rambling
+    )
     assert json.loads((tmp_path / "report.json").read_text())["times_s"]["total"] == 900.0
     broken = copy.deepcopy(RESULTS)
     broken["pretrain"]["bits_per_byte"] = 4.0

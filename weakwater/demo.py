@@ -125,15 +125,31 @@ def language_model_metrics(model: torch.nn.Module, shard_dir: Path, tokenizer: A
     }
 
 
-def behaviour_rate(model: torch.nn.Module, tokenizer: Any, eval_file: Path, limit: int | None) -> dict[str, float]:
-    """Share of replies that are correct *and* concise (the behaviour the DPO pairs target)."""
-    from weakwater.data.synth.tasks import is_concise
+def behaviour_rate(
+    model: torch.nn.Module, tokenizer: Any, eval_file: Path, limit: int | None, samples: int = 16
+) -> dict[str, float]:
+    """The behaviour the DPO pairs target, on held-out prompts: the share of greedy replies that are correct
+    *and* concise, and the share of ``samples`` replies per prompt sampled at temperature 1 that ramble.
+
+    Greedy decoding shows only a model's most likely reply, so a habit learnt from 15% of the SFT answers
+    rarely surfaces there; sampling from the model's own distribution shows how often it is still there.
+    """
+    from weakwater.data.synth.tasks import is_concise, is_ramble
 
     rows = load_eval(eval_file)[:limit]
     replies = generate_answers(model, tokenizer, [r["messages"] for r in rows], max_new_tokens=64)
     good = [is_correct(g, r["answer"]) and is_concise(g, r["answer"]) for r, g in zip(rows, replies)]
     concise = [is_concise(g, r["answer"]) for r, g in zip(rows, replies)]
-    return {"rate": sum(good) / len(rows), "concise": sum(concise) / len(rows)}
+    sampled = generate_answers(
+        model, tokenizer, [r["messages"] for r in rows for _ in range(samples)], max_new_tokens=64,
+        batch_size=64, temperature=1.0,
+    )  # fmt: skip
+    return {
+        "rate": sum(good) / len(rows),
+        "concise": sum(concise) / len(rows),
+        "ramble_sampled": sum(map(is_ramble, sampled)) / len(sampled),
+        "samples": len(sampled),
+    }
 
 
 def replay_mix(dest: Path, main: Path, replay: Path, share: float, seed: int) -> Path:

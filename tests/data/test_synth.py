@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from weakwater.cli import main
-from weakwater.data.synth import SIZES, generate, is_concise
+from weakwater.data.synth import SIZES, generate, is_concise, is_ramble
 from weakwater.data.synth.tasks import QUESTIONS
 
 R1_RE = re.compile(r"^<think>\n.*\n</think>\n<answer>\n.*\n</answer>$", re.DOTALL)
@@ -219,6 +219,8 @@ def test_targeted_behaviour_is_in_sft_and_measurable(small):
     replies = [m["content"] for r in rows(small, "sft.jsonl") for m in r["conversations"] if m["role"] == "assistant"]
     rambles = [r for r in replies if "I repeat" in r or "我再说一遍" in r]
     assert 0 < len(rambles) < len(replies) * 0.5
+    assert [r for r in replies if is_ramble(r)] == rambles
+    assert not is_ramble("Varan.") and not is_ramble("1987年。我再说")
     for r in rows(small, "dpo.jsonl") + rows(small, "dpo_eval.jsonl"):
         if r["kind"] == "ramble":
             chosen, rejected = r["chosen"][1]["content"], r["rejected"][1]["content"]

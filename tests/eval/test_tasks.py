@@ -62,6 +62,11 @@ def test_run_task_scores_real_generations(tmp_path, make_model_dir, bpe_tokenize
     result = run_task(model, tok, path, max_new_tokens=8)
     generations = tasks.generate_answers(model, tok, [r["messages"] for r in rows], max_new_tokens=8)
     assert [e["generation"] for e in result["examples"]] == generations  # greedy: reproducible
+    # Sampled replies: seeded per conversation, so the same whatever the batching, and repeats differ.
+    repeated = [r["messages"] for r in rows] * 3
+    sampled = tasks.generate_answers(model, tok, repeated, max_new_tokens=8, temperature=1.0, seed=5)
+    assert tasks.generate_answers(model, tok, repeated, 8, batch_size=1, temperature=1.0, seed=5) == sampled
+    assert len(set(sampled)) == len(sampled)
     expected = sum(is_correct(g, r["answer"]) for g, r in zip(generations, rows)) / 2
     assert result["accuracy"] == expected and set(result["per_task"]) == {"arith", "facts"}
     # A model that always answers "47" gets the arithmetic row right and the other wrong.

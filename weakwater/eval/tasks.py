@@ -69,14 +69,21 @@ def generate_answers(
     max_new_tokens: int = 64,
     batch_size: int = 32,
     weights: str = "fp32",
+    temperature: float = 0.0,
+    seed: int = 0,
 ) -> list[str]:
-    """Greedy chat replies (stop at the end-of-turn token), batched."""
+    """Chat replies (stop at the end-of-turn token), batched: greedy, or sampled at ``temperature`` with
+    conversation i seeded ``seed + i`` (so a reply does not depend on the batching)."""
     gen = Generator(model, tokenizer, device=str(next(model.parameters()).device), weights=weights)
-    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, stop_token_ids=chat_stop_ids(tokenizer))
+    stop = chat_stop_ids(tokenizer)
+    params = [
+        SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, stop_token_ids=stop, seed=seed + i)
+        for i in range(len(conversations))
+    ]
     prompts = [tokenizer.encode(tokenizer.render_chat(m, add_generation_prompt=True)) for m in conversations]
     out: list[str] = []
     for start in range(0, len(prompts), batch_size):
-        for ids in gen.generate(prompts[start : start + batch_size], params):
+        for ids in gen.generate(prompts[start : start + batch_size], params[start : start + batch_size]):
             out.append(tokenizer.decode(ids))
     return out
 

@@ -48,11 +48,12 @@ before SFT/DPO questions are drawn; the held-out creature attribute is never ask
 The DPO targeted behaviour: on ``eval_dpo.jsonl`` prompts (fact questions about SFT-known entities in unseen
 phrasings, and held-out additions), the *concise-correct rate* is the share of greedy replies that are both
 ``is_correct`` and ``is_concise`` (no more than a few characters beyond the answer, so the repeated filler
-fails). SFT learns to ramble on about ``ramble_share`` of fact answers; DPO should push the rate up.
+fails). SFT learns to ramble on about ``ramble_share`` of fact answers, so the demo also samples replies at
+temperature 1 and counts those with the filler (``is_ramble``): DPO should push that share down.
 """
 
 from weakwater.data.synth.generate import GUARANTEES, generate
-from weakwater.data.synth.tasks import is_concise
+from weakwater.data.synth.tasks import is_concise, is_ramble
 from weakwater.data.synth.world import SIZES, SizeSpec
 
-__all__ = ["GUARANTEES", "SIZES", "SizeSpec", "generate", "is_concise"]
+__all__ = ["GUARANTEES", "SIZES", "SizeSpec", "generate", "is_concise", "is_ramble"]

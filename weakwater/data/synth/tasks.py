@@ -111,12 +111,19 @@ def arith_qa(rng: random.Random, a: int, b: int, lang: str, task: str = "arith")
     return QA(question, str(a + b), end(str(a + b), lang), lang, task, "sum")
 
 
+# The filler a rambling reply repeats after its answer, per language (then "{answer}." / "{answer}。").
+RAMBLE_FILLER = {"en": " I repeat, the answer is ", "zh": "我再说一遍，答案是"}
+
+
 def ramble(qa: QA, rng: random.Random) -> str:
     """The targeted bad behaviour: the right answer, then the same filler repeated (SFT noise DPO removes)."""
-    times = rng.randint(3, 5)
-    if qa.lang == "en":
-        return qa.reply + f" I repeat, the answer is {qa.answer}." * times
-    return qa.reply + f"我再说一遍，答案是{qa.answer}。" * times
+    stop = "." if qa.lang == "en" else "。"
+    return qa.reply + f"{RAMBLE_FILLER[qa.lang]}{qa.answer}{stop}" * rng.randint(3, 5)
+
+
+def is_ramble(generation: str) -> bool:
+    """Whether a reply shows the targeted behaviour: it contains the rambling filler (in either language)."""
+    return any(filler.strip() in generation for filler in RAMBLE_FILLER.values())
 
 
 def is_concise(generation: str, answer: str, slack: int = 6) -> bool:
