@@ -54,6 +54,7 @@ def test_report_verdicts(tmp_path):
     assert "| dpo | held-out preference accuracy (per-token log-prob) | 60.0% | 80.0% | yes |" in text
     assert "before: ramble 20.0%, wrong 100.0%; after: ramble 60.0%, wrong 100.0%" in text
     assert "| dpo | targeted behaviour: rambling replies, sampled (lower is better) | 5.0% | 1.0% | yes |" in text
+    assert "correct and concise 30.0% before, 70.0% after" in text
     more_rambling = copy.deepcopy(RESULTS)
     more_rambling["dpo"]["behaviour"]["after"]["ramble_sampled"] = 0.05  # no drop is no improvement
     assert "| dpo | targeted behaviour: rambling replies, sampled (lower is better) | 5.0% | 5.0% | NO |" in render(
