@@ -39,9 +39,11 @@ def bpe_tokenizer_dir(tmp_path_factory) -> Path:
 
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+    from weakwater.tokenizer.train import pre_tokenizer
+
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>", "<answer>", "</answer>"]
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.pre_tokenizer = pre_tokenizer()  # what `weakwater tokenizer train` uses
     tok.decoder = decoders.ByteLevel()
     corpus = [
         "The river flows east to the sea. 河水向东流入大海。",

@@ -16,7 +16,10 @@ from .reference import greedy
 
 gguf = pytest.importorskip("gguf")
 
-MIXED = "Hello, 世界! The river flows east 河水向东流入大海。 What is 12 + 35?\n<|im_start|>user\n你好<|im_end|>"
+MIXED = (
+    "Hello, 世界! It's (DON'T) 1308 + 7 = 1315，价格：45元。 The river flows east 河水向东流入大海。 What is 12 + 35?"
+    "\n\n  indented\t\n<|im_start|>user\n你好<|im_end|>"
+)
 
 
 def read_fields(path) -> dict:
@@ -48,7 +51,7 @@ def test_gguf_metadata_and_tensors(tmp_path, make_model_dir, tensor_type):
     fields, tensors = read_fields(path)
     tok = json.loads((model_dir / "tokenizer.json").read_text())
     assert fields["general.architecture"] == "llama"
-    assert fields["tokenizer.ggml.model"] == "gpt2" and fields["tokenizer.ggml.pre"] == "gpt-2"
+    assert fields["tokenizer.ggml.model"] == "gpt2" and fields["tokenizer.ggml.pre"] == "qwen2"
     assert fields["tokenizer.ggml.tokens"][:3] == ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     assert fields["tokenizer.ggml.token_type"][:7] == [3] * 7  # control tokens
     assert len(fields["tokenizer.ggml.merges"]) == len(tok["model"]["merges"])

@@ -132,6 +132,13 @@ def test_missing_dir_is_clear(tmp_path):
         load_tokenizer(tmp_path)
 
 
+def test_numbers_are_single_digits(tok):
+    # The corpus repeats "12 × 3 = 36" and line numbers 0-59 sixty times: GPT-2's regex would merge them.
+    for text in ("12 × 3 = 36", "line 59", "1308元"):
+        digits = [t for t in (tok.decode([i]) for i in tok.encode(text)) if any(c.isdigit() for c in t)]
+        assert digits == [c for c in text if c.isdigit()], text
+
+
 def test_train_writes_autotokenizer_dir(tok_dir):
     from transformers import AutoTokenizer
 

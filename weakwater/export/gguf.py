@@ -3,8 +3,9 @@
 The layout is llama.cpp's ``llama`` architecture as ``convert_hf_to_gguf.py`` writes it for
 ``LlamaForCausalLM``: q/k rows permuted from HF's rotate-half RoPE layout to llama.cpp's interleaved
 one, and a ``gpt2``-type BPE tokenizer embedded with its merges, token types, special ids and chat
-template. ``tokenizer.ggml.pre`` names the pre-tokenizer regex: ours (and MiniMind's) is byte-level
-GPT-2, which llama.cpp knows as ``gpt-2``, so nothing needs patching.
+template. ``tokenizer.ggml.pre`` names the pre-tokenizer regex, which llama.cpp must know: ours is
+Qwen2's (single digits; llama.cpp's ``qwen2``), MiniMind's byte-level GPT-2 (``gpt-2``), so nothing
+needs patching.
 """
 
 from __future__ import annotations
@@ -17,14 +18,10 @@ import torch
 
 from weakwater.export.hf import load_for_export, read_chat_template, read_tokenizer_json, special_ids
 from weakwater.model.config import ModelConfig
+from weakwater.tokenizer.train import LLAMA3_SPLIT, QWEN2_SPLIT
 
 # Pre-tokenizer regexes of the HF ``Split`` pre-tokenizer that llama.cpp implements, by its name for them.
-_CONTRACTIONS = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|"
-_REST = r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-KNOWN_SPLIT_REGEXES = {
-    _CONTRACTIONS + r"\p{N}" + _REST: "qwen2",
-    _CONTRACTIONS + r"\p{N}{1,3}" + _REST: "llama-bpe",
-}
+KNOWN_SPLIT_REGEXES = {QWEN2_SPLIT: "qwen2", LLAMA3_SPLIT: "llama-bpe"}
 TYPES = ("f32", "f16", "q8_0")
 Q8_BLOCK = 32
 
