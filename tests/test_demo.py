@@ -33,8 +33,10 @@ RESULTS = {
                 "before": {"accuracy": 0.6, "mean_margin": 0.1, "per_kind": {"ramble": 0.2, "wrong": 1.0}},
                 "after": {"accuracy": 0.8, "mean_margin": 0.5, "per_kind": {"ramble": 0.6, "wrong": 1.0}}},
             "implicit_reward": {"accuracy": 0.95, "mean_margin": 1.9},
-            "behaviour": {"before": {"rate": 0.3, "concise": 0.4, "ramble_sampled": 0.05, "samples": 160},
-                          "after": {"rate": 0.7, "concise": 0.9, "ramble_sampled": 0.01, "samples": 160}}},
+            "behaviour": {"before": {"rate": 0.3, "concise": 0.4, "ramble_sampled": 0.05, "samples": 160,
+                                     "samples_per_prompt": 16},
+                          "after": {"rate": 0.7, "concise": 0.9, "ramble_sampled": 0.01, "samples": 160,
+                                    "samples_per_prompt": 16}}},
     "lora": {"domain": {"before": _task(0.0), "after": _task(0.6)},
              "general": {"before": _task(0.4), "after": _task(0.25)},
              "general_arith": {"before": _task(0.1), "after": _task(0.1)}},
@@ -55,6 +57,7 @@ def test_report_verdicts(tmp_path):
     assert "before: ramble 20.0%, wrong 100.0%; after: ramble 60.0%, wrong 100.0%" in text
     assert "| dpo | targeted behaviour: rambling replies, sampled (lower is better) | 5.0% | 1.0% | yes |" in text
     assert "correct and concise 30.0% before, 70.0% after" in text
+    assert "among 160 sampled at temperature 1 (16 per held-out prompt)" in text
     more_rambling = copy.deepcopy(RESULTS)
     more_rambling["dpo"]["behaviour"]["after"]["ramble_sampled"] = 0.05  # no drop is no improvement
     assert "| dpo | targeted behaviour: rambling replies, sampled (lower is better) | 5.0% | 5.0% | NO |" in render(

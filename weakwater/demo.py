@@ -149,6 +149,7 @@ def behaviour_rate(
         "concise": sum(concise) / len(rows),
         "ramble_sampled": sum(map(is_ramble, sampled)) / len(sampled),
         "samples": len(sampled),
+        "samples_per_prompt": samples,
     }
 
 

@@ -73,8 +73,9 @@ def render(r: dict[str, Any]) -> str:
         "(a sum favours the shorter reply, so rambling and repeated rejects lose before any DPO; the pairs it "
         "misses are wrong numbers the model cannot check).",
         "",
-        f"DPO's rambling row counts replies with the repeated filler among {dp['behaviour']['after']['samples']} "
-        "sampled at temperature 1 (16 per held-out prompt): the habit SFT learnt from a share of its answers, "
+        f"DPO's rambling row counts replies with the repeated filler among {behaviour['after']['samples']} sampled "
+        f"at temperature 1 ({behaviour['after']['samples_per_prompt']} per held-out prompt): the habit SFT learnt "
+        "from a share of its answers, "
         "which greedy decoding rarely shows. Greedy replies to the same prompts: concise "
         f"{_pct(behaviour['before']['concise'])} before, {_pct(behaviour['after']['concise'])} after; correct and "
         f"concise {_pct(behaviour['before']['rate'])} before, {_pct(behaviour['after']['rate'])} after"
