@@ -39,7 +39,8 @@ RESULTS = {
                                     "samples_per_prompt": 16}}},
     "lora": {"domain": {"before": _task(0.0), "after": _task(0.6)},
              "general": {"before": _task(0.4), "after": _task(0.25)},
-             "general_arith": {"before": _task(0.1), "after": _task(0.1)}},
+             "general_arith": {"before": _task(0.1), "after": _task(0.1)},
+             "probe": {"recall": 0.75, "chance": 0.16}},
     "times_s": {"pretrain": 300.0, "total": 900.0},
 }  # fmt: skip
 
@@ -58,6 +59,7 @@ def test_report_verdicts(tmp_path):
     assert "| dpo | targeted behaviour: rambling replies, sampled (lower is better) | 5.0% | 1.0% | yes |" in text
     assert "correct and concise 30.0% before, 70.0% after" in text
     assert "among 160 sampled at temperature 1 (16 per held-out prompt)" in text
+    assert "would score 16.0%" in text and "correctly in 75.0% of cases" in text
     more_rambling = copy.deepcopy(RESULTS)
     more_rambling["dpo"]["behaviour"]["after"]["ramble_sampled"] = 0.05  # no drop is no improvement
     assert "| dpo | targeted behaviour: rambling replies, sampled (lower is better) | 5.0% | 5.0% | NO |" in render(
@@ -67,6 +69,25 @@ def test_report_verdicts(tmp_path):
     broken = copy.deepcopy(RESULTS)
     broken["pretrain"]["bits_per_byte"] = 4.0
     assert "| pretrain | val bits/byte (unigram baseline -> model) | 3.500 | 4.000 | NO |" in render(broken)
+
+
+def test_domain_probe_recall_and_chance(tmp_path, monkeypatch):
+    import weakwater.demo as demo
+    from weakwater.data.synth.generate import generate
+
+    generate(tmp_path, seed=0, size="small")
+    world = json.loads((tmp_path / "world.json").read_text(encoding="utf-8"))
+    kinds = {"colour": 10, "legs": 4, "food": 8, "region": 6}
+    chance = sum(1 / kinds[c["heldout_attribute"]] for c in world["creatures"]) / len(world["creatures"])
+    everything = " ".join(
+        f"{c['colour'][lang]} {c['food'][lang]} {c['region'][lang]} {c['legs']} legs {c['legs']}条腿"
+        for c in world["creatures"]
+        for lang in ("en", "zh")
+    )
+    for reply, recall in (("", 0.0), (everything, 1.0)):
+        monkeypatch.setattr(demo, "generate_answers", lambda model, tok, prompts, r=reply, **kw: [r] * len(prompts))
+        probe = demo.domain_probe(None, None, tmp_path)
+        assert probe == pytest.approx({"recall": recall, "chance": chance})
 
 
 class Uniform(torch.nn.Module):

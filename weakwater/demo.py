@@ -38,10 +38,11 @@ class Plan:
     seq_len: int = 128
     pretrain_steps: int = 450
     pretrain_batch: int = 16
-    sft_steps: int = 250
+    # Direct two-digit addition needs ~30k worked-out sums before it clicks (1% at 250 steps, 99% at 3000).
+    sft_steps: int = 3000
     distill_steps: int = 1200
     dpo_steps: int = 100
-    lora_steps: int = 200
+    lora_steps: int = 1200  # at 200 steps the adapter had not learnt the domain facts (recall < 75%)
     batch_size: int = 16
     eval_limit: int | None = None  # rows per eval file (None: all)
 
@@ -150,6 +151,31 @@ def behaviour_rate(
         "ramble_sampled": sum(map(is_ramble, sampled)) / len(sampled),
         "samples": len(sampled),
         "samples_per_prompt": samples,
+    }
+
+
+def domain_probe(model: torch.nn.Module, tokenizer: Any, data_dir: Path) -> dict[str, float]:
+    """What the LoRA domain score means: the share of creatures whose held-out attribute the model states when
+    asked to describe the creature (it learnt the fact), and the score of guessing a value of the right kind.
+
+    The held-out questions need both: knowing the fact and answering a question it was never asked about it.
+    """
+    from weakwater.data.synth.tasks import DESCRIBE_PROMPTS
+    from weakwater.data.synth.world import COLOURS, FOODS, LEG_COUNTS, REGIONS
+
+    world = json.loads((data_dir / "world.json").read_text(encoding="utf-8"))
+    kinds = {"colour": len(COLOURS), "legs": len(LEG_COUNTS), "food": len(FOODS), "region": len(REGIONS)}
+    prompts, expected = [], []
+    for c in world["creatures"]:
+        attr = c["heldout_attribute"]
+        for lang, template in (("en", DESCRIBE_PROMPTS["en"][1]), ("zh", DESCRIBE_PROMPTS["zh"][1])):
+            prompts.append([{"role": "user", "content": template.format(n=c["name"][lang])}])
+            legs = f"{c['legs']} legs" if lang == "en" else f"{c['legs']}条腿"
+            expected.append(legs if attr == "legs" else c[attr][lang])
+    replies = generate_answers(model, tokenizer, prompts, max_new_tokens=100)
+    return {
+        "recall": sum(e in r for e, r in zip(expected, replies)) / len(prompts),
+        "chance": sum(1 / kinds[c["heldout_attribute"]] for c in world["creatures"]) / len(world["creatures"]),
     }
 
 
@@ -297,16 +323,17 @@ def run_demo(
     }
     t = lap("dpo", t)
 
-    # --- LoRA on the domain set (a quarter as many SFT conversations replayed against forgetting)
-    mix = replay_mix(data / "lora_mix.jsonl", data / "lora_domain.jsonl", data / "sft.jsonl", 0.25, seed)
+    # --- LoRA on the domain set (half as many SFT conversations replayed against forgetting)
+    mix = replay_mix(data / "lora_mix.jsonl", data / "lora_domain.jsonl", data / "sft.jsonl", 0.5, seed)
     cfg = SFTConfig(data=str(mix), init=str(out / "dpo" / "final"),
-                    max_steps=plan.lora_steps, lr=3e-3, lora_rank=16, lora_alpha=32.0,
+                    max_steps=plan.lora_steps, lr=1e-3, lora_rank=64, lora_alpha=128.0,
                     **_common(plan, out, "lora"))  # fmt: skip
     lora = load_model(_fit(cfg, SFTStage(cfg, tok), tok))
     results["lora"] = {
         "domain": {"before": task(dpo, "eval_domain.jsonl"), "after": task(lora, "eval_domain.jsonl")},
         "general": {"before": task(dpo, "eval_facts.jsonl"), "after": task(lora, "eval_facts.jsonl")},
         "general_arith": {"before": task(dpo, "eval_arith.jsonl"), "after": task(lora, "eval_arith.jsonl")},
+        "probe": domain_probe(lora, tok, data),
     }
     lap("lora", t)
     times["total"] = round(time.perf_counter() - t0, 1)

@@ -43,6 +43,19 @@ def headline_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, bool]]:
     return rows
 
 
+def _lora_probe_text(lora: dict[str, Any]) -> list[str]:
+    probe = lora.get("probe")
+    if not probe:
+        return []
+    return [
+        "LoRA's domain questions ask each creature's one attribute that training states only inside descriptions "
+        f"of it: guessing a value of the right kind would score {_pct(probe['chance'])}. Asked to describe the "
+        f"creature, the LoRA model states that attribute correctly in {_pct(probe['recall'])} of cases (it learnt "
+        "the fact; the held-out score is the share it can also answer when asked directly).",
+        "",
+    ]
+
+
 def render(r: dict[str, Any]) -> str:
     lines = [
         "# WeakWater demo report card",
@@ -86,6 +99,7 @@ def render(r: dict[str, Any]) -> str:
             else "."
         ),
         "",
+        *_lora_probe_text(r["lora"]),
         "## Loss curves",
         "",
     ]

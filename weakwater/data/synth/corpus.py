@@ -1,4 +1,5 @@
-"""Pretraining text: encyclopedia paragraphs, short stories, city pages, catalogues and arithmetic.
+"""Pretraining text: encyclopedia paragraphs, short stories, city pages, catalogues, arithmetic, and index
+pages that name the LoRA domain's words without stating any of its facts.
 
 Each fact has several paraphrase templates per language, and every document draws its templates and fact
 order at random, so the model sees each fact in many surface forms (it has to learn the fact, not a sentence).
@@ -9,7 +10,7 @@ from __future__ import annotations
 import random
 
 from weakwater.data.synth.arith import Holdout, add_key, addition_steps, draw, operands
-from weakwater.data.synth.world import Person, Product, SizeSpec, World
+from weakwater.data.synth.world import FOODS, PLANET, REGIONS, Person, Product, SizeSpec, World
 
 
 def article(word: str) -> str:
@@ -144,6 +145,27 @@ def arithmetic_doc(rng: random.Random, holdout: Holdout, lang: str) -> str:
     return f"我们按列计算{a}加{b}。\n" + "\n".join(steps)
 
 
+def planet_index(rng: random.Random, world: World, lang: str) -> str:
+    """Names Ossira's regions, creatures and foods in separate lists, never one creature's attribute.
+
+    LoRA trains no embeddings, so the domain's words must be tokens the base model has learnt; a base model
+    knows the words of a new topic, it is the facts that are new (those stay in lora_domain.jsonl alone).
+    """
+
+    def shuffled(names: list[str]) -> list[str]:
+        return rng.sample(names, len(names))
+
+    regions = shuffled([r[0 if lang == "en" else 1] for r in REGIONS])
+    creatures = shuffled([c.name[lang] for c in world.creatures])
+    foods = shuffled([f[0 if lang == "en" else 1] for f in FOODS])
+    if lang == "en":
+        return (
+            f"An index of the planet {PLANET[0]}. Its regions: {', '.join(regions)}. "
+            f"Its creatures: {', '.join('the ' + c for c in creatures)}. What they eat: {', '.join(foods)}."
+        )
+    return f"{PLANET[1]}星索引。地区：{'、'.join(regions)}。生物：{'、'.join(creatures)}。食物：{'、'.join(foods)}。"
+
+
 def pretrain_docs(rng: random.Random, world: World, holdout: Holdout, spec: SizeSpec) -> list[str]:
     """All pretraining documents of one sample of the corpus, shuffled."""
     docs: list[str] = []
@@ -155,5 +177,6 @@ def pretrain_docs(rng: random.Random, world: World, holdout: Holdout, spec: Size
             docs += [d for _ in range(2) if (d := city_page(rng, world, i, lang))]
         docs += [catalogue(rng, world, lang) for _ in range(spec.catalogue_docs)]
         docs += [arithmetic_doc(rng, holdout, lang) for _ in range(spec.arith_docs)]
+        docs += [planet_index(rng, world, lang) for _ in range(spec.index_docs)]
     rng.shuffle(docs)
     return docs

@@ -48,7 +48,8 @@ GUARANTEES = [
     "eval_dpo.jsonl fact questions use phrasings reserved from sft.jsonl and dpo.jsonl; dpo_eval.jsonl pairs are "
     "built only on eval_dpo.jsonl and eval_reasoning.jsonl prompts.",
     "eval_domain.jsonl asks, per creature, the one attribute that lora_domain.jsonl states only in descriptions, "
-    "never in a question/answer pair; Ossira and its creatures appear in no other training file.",
+    "never in a question/answer pair; no other training file states a fact of Ossira (pretrain.jsonl's index "
+    "pages only name its regions, creatures and foods, so LoRA meets known words).",
 ]
 
 FILE_INFO = {

@@ -131,6 +131,7 @@ class SizeSpec:
     stories: int = 200  # short two-person stories per language
     catalogue_docs: int = 20  # product catalogue pages per language
     arith_docs: int = 150  # arithmetic documents per language
+    index_docs: int = 20  # pages naming the LoRA domain's regions, creatures and foods, per language
     val_fraction: float = 0.05  # pretraining validation docs relative to train docs
     sft_questions: int = 2  # SFT questions per (entity, attribute, language)
     sft_arith: int = 600  # single-turn arithmetic SFT conversations
@@ -155,11 +156,11 @@ SIZES: dict[str, SizeSpec] = {
     # The CPU demo: a ~2-3M parameter model should learn a good share of these facts in minutes.
     "demo": SizeSpec(
         people=120, cities=16, companies=8, products=36, creatures=24, bio_docs=8, stories=400, r1_train=1500,
-        domain_descriptions=8,
+        domain_descriptions=8, sft_arith=20000,
     ),
     "large": SizeSpec(
         people=400, cities=40, companies=12, products=120, creatures=60, bio_docs=6, stories=1200,
-        catalogue_docs=80, arith_docs=600, sft_arith=2000, sft_multiturn=800, r1_train=3000, dpo_train=2000,
+        catalogue_docs=80, arith_docs=600, sft_arith=30000, sft_multiturn=800, r1_train=3000, dpo_train=2000,
         eval_arith=200, eval_reasoning=200, eval_dpo=200, dpo_eval=200,
     ),
 }  # fmt: skip
