@@ -89,3 +89,33 @@ def test_training_path_matches_hf_logits_and_grads():
     for name, p in model.named_parameters():
         ref = hf_params[name if name == "lm_head.weight" else f"model.{name}"].grad
         assert (p.grad - ref).abs().max().item() < 1e-5, name
+
+
+def test_packed_rows_give_each_sample_its_own_logits():
+    """Samples packed into one row (segment ids + positions restarting) see only themselves."""
+    from weakwater.data.packing import lay_out
+
+    torch.manual_seed(0)
+    model = Transformer(small_config()).eval()
+    samples = [{"input_ids": torch.randint(0, 300, (n,))} for n in (9, 17, 5, 12, 3)]
+    batch = lay_out(samples, {"input_ids": 0}, capacity=24)
+    assert batch["input_ids"].shape[0] < len(samples)  # really packed
+    with torch.no_grad():
+        packed = model(batch["input_ids"], segment_ids=batch["segment_ids"], position_ids=batch["position_ids"])
+        unmasked = model(batch["input_ids"], position_ids=batch["position_ids"])
+        for i, s in enumerate(samples):
+            alone = model(s["input_ids"][None])[0]
+            where = batch["segment_ids"] == i
+            assert (packed[where] - alone).abs().max().item() < 1e-4, i
+        assert torch.isfinite(packed).all()  # padding rows included
+    # Without the mask, tokens after their row's first sample would see it: the mask really matters.
+    seg = batch["segment_ids"]
+    later = (seg != seg[:, :1]) & (seg >= 0)
+    assert (unmasked[later] - packed[later]).abs().max().item() > 1e-3
+
+
+def test_packing_refuses_a_cache_or_padding_mask():
+    model = Transformer(small_config())
+    ids = torch.randint(0, 300, (1, 6))
+    with pytest.raises(ValueError, match="segment_ids"):
+        model(ids, segment_ids=torch.zeros(1, 6, dtype=torch.long), attention_mask=torch.ones(1, 6))

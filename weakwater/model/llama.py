@@ -207,12 +207,18 @@ class Transformer(nn.Module):
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         kv_cache: KVCache | None = None,
+        segment_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits (B, T, vocab) for token ids (B, T).
 
         ``attention_mask`` (B, S) marks real tokens (1) vs padding (0) over every position the
         cache will hold after this call (cached prefix + these T tokens), as in HF. With a
         ``kv_cache``, new keys/values are appended and ``kv_cache.length`` advances by T.
+
+        Packed training rows (several samples back to back in one row) pass ``segment_ids``
+        (B, T): the sample each token belongs to. Attention is then causal *within* a sample
+        only (block-diagonal), and the caller passes ``position_ids`` restarting at 0 for each
+        sample, so every sample sees exactly what it would see alone in its own row.
         """
         B, T = input_ids.shape
         start = kv_cache.length if kv_cache is not None else 0
@@ -220,7 +226,12 @@ class Transformer(nn.Module):
             position_ids = torch.arange(start, start + T, device=input_ids.device).expand(B, T)
         x = self.dropout(self.embed_tokens(input_ids))
         cos, sin = self.rope(position_ids, x.dtype)
-        mask = self._attention_mask(attention_mask, start, T, input_ids.device)
+        if segment_ids is not None:
+            if kv_cache is not None or attention_mask is not None:
+                raise ValueError("segment_ids (packed training rows) cannot be combined with a cache or padding mask")
+            mask = self._packed_mask(segment_ids)
+        else:
+            mask = self._attention_mask(attention_mask, start, T, input_ids.device)
         for layer in self.layers:
             x = layer(x, cos, sin, mask, kv_cache)
         if kv_cache is not None:
@@ -243,6 +254,19 @@ class Transformer(nn.Module):
             # later layers through its cached values; letting it see itself keeps it finite.
             mask = mask | (torch.arange(S, device=device)[None, :] == query_pos)[None, None]
         return mask
+
+    @staticmethod
+    def _packed_mask(segment_ids: torch.Tensor) -> torch.Tensor:
+        """Block-diagonal causal (B, 1, T, T) mask: a token sees the earlier tokens of its own sample.
+
+        Padding carries its own segment id, so a padding query sees only (earlier) padding and
+        stays finite; it never carries loss. SDPA runs a boolean mask on its fused kernels (the
+        flash kernel on CPU; `weakwater doctor` shows which one a machine uses).
+        """
+        T = segment_ids.shape[1]
+        causal = torch.ones(T, T, dtype=torch.bool, device=segment_ids.device).tril()
+        same = segment_ids[:, :, None] == segment_ids[:, None, :]
+        return (same & causal)[:, None]
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
