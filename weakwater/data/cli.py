@@ -39,7 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     convert.add_argument("--data", required=True, help="input .jsonl or .csv file")
     convert.add_argument("--out", required=True, help="output .jsonl file")
-    convert.add_argument("--format", default="auto", help="auto, messages, sharegpt or alpaca (CSV is detected by suffix)")
+    convert.add_argument(
+        "--format", default="auto", help="auto, messages, sharegpt or alpaca (CSV is detected by suffix)"
+    )
     convert.add_argument("--strict", action="store_true", help="stop at the first malformed record")
     convert.set_defaults(func=run_convert)
 

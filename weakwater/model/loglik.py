@@ -24,9 +24,7 @@ def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     ``cross_entropy(reduction="none")`` is log-softmax + pick in one fused kernel, computed in fp32
     even when the logits come out of bf16 autocast (a bf16 log-softmax over 6k+ classes loses digits).
     """
-    nll = F.cross_entropy(
-        logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
-    )
+    nll = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="none")
     return -nll.view(labels.shape)
 
 

@@ -125,8 +125,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         SFTStage,
         description="SFT on MiniMind {conversations: [...]} JSONL (also ShareGPT, Alpaca, question/answer CSV; "
         "`weakwater data convert-chat` converts them ahead). Loss on assistant tokens incl. the closing "
-        "<|im_end|>. Long context: --max-seq-len N --rope-scaling linear|yarn from a shorter --init model. "
-        + OUTPUTS,
+        "<|im_end|>. Long context: --max-seq-len N --rope-scaling linear|yarn from a shorter --init model. " + OUTPUTS,
     )
     add_stage_command(
         sub,

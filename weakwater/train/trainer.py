@@ -535,7 +535,10 @@ class Trainer:
         """Read the accumulated losses (the only regular host sync), detect spikes, write metrics."""
         keys = sorted({k for p in pending for k in p.extra})
         nan = torch.tensor(math.nan, device=self.device)
-        rows = [torch.stack([p.loss_sum, p.count, p.grad_norm.float(), *[p.extra.get(k, nan) for k in keys]]) for p in pending]
+        rows = [
+            torch.stack([p.loss_sum, p.count, p.grad_norm.float(), *[p.extra.get(k, nan) for k in keys]])
+            for p in pending
+        ]
         stacked = torch.stack(rows).cpu()  # the one host read of the logging window
         loss = float(stacked[:, 0].sum() / stacked[:, 1].sum().clamp(min=1))
         grad_norm = float(stacked[-1, 2])

@@ -39,4 +39,7 @@ class DistillStage(SFTStage):
     def setup(self, ctx: StageContext) -> None:
         super().setup(ctx)
         if len(self.tags) < 4:
-            ctx.say(f"distill: the tokenizer has {len(self.tags)} of the 4 think/answer tag tokens; only those get --tag-weight")
+            ctx.say(
+                f"distill: the tokenizer has {len(self.tags)} of the 4 think/answer tag tokens; "
+                "only those get --tag-weight"
+            )

@@ -24,8 +24,8 @@ from torch.utils.data import Dataset
 
 from weakwater.data.dpo import PreferenceDataset, collate_pairs
 from weakwater.model.io import load_model
-from weakwater.model.lora import lora_disabled, lora_modules
 from weakwater.model.loglik import sequence_logprobs
+from weakwater.model.lora import lora_disabled, lora_modules
 from weakwater.train.config import ConfigError
 from weakwater.train.losses import DPO_LOSSES, preference_loss
 from weakwater.train.stage import Metrics, StageContext
