@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from weakwater.data.dpo import collate_pairs
 from weakwater.model.loglik import sequence_logprobs
 from weakwater.tokenizer import load_tokenizer
 from weakwater.train.losses import preference_loss
@@ -101,8 +102,10 @@ def test_stage_loss_uses_precomputed_reference(tmp_path, make_model_dir, bpe_tok
 
     model = load_model(init)
     batch = stage.collate([stage.train_set[0]])
+    assert batch["input_ids"].shape[0] == 1  # chosen and rejected packed into one row
     loss, count, metrics = stage.loss(model, batch, train=True)
-    logps, _ = sequence_logprobs(model(batch["input_ids"]), batch["labels"])
+    padded = collate_pairs([stage.train_set[0]], tok.eos_id)  # one answer per row: the plain sums
+    logps, _ = sequence_logprobs(model(padded["input_ids"]), padded["labels"])
     h = (logps[0] + 5.0) - (logps[1] + 7.0)
     assert count.item() == 1
     assert loss.item() == pytest.approx(-torch.nn.functional.logsigmoid(0.1 * h).item(), rel=1e-5)

@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 
 from weakwater.data.chat import ConversationError, Message, _from_role_content, validate
 from weakwater.data.jsonl import SkipCounter
+from weakwater.data.packing import lay_out
 from weakwater.data.sft import ChatTokenizer, LazyRecords, _require_rows, fit_window, tokenize_conversation
 from weakwater.model.loglik import IGNORE_INDEX
 
@@ -83,23 +84,18 @@ class PreferenceDataset(Dataset):
         return item
 
 
-def collate_pairs(samples: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
-    """One right-padded batch of 2B rows: chosen rows first, then rejected (one forward pass for both)."""
+def collate_pairs(samples: list[dict[str, Any]], pad_id: int, pack_len: int = 0) -> dict[str, torch.Tensor]:
+    """One batch of 2B sequences, chosen ones first, then rejected (one forward pass for both).
+
+    ``pack_len`` 0: one sequence per row, right-padded. ``pack_len`` > 0: packed into rows of that
+    many tokens; ``segment_ids`` then says which of the 2B sequences each token belongs to.
+    """
     if not samples:
         raise ValueError("empty batch")
-    rows = [(s["chosen_ids"], s["chosen_mask"]) for s in samples] + [
+    sides = [(s["chosen_ids"], s["chosen_mask"]) for s in samples] + [
         (s["rejected_ids"], s["rejected_mask"]) for s in samples
     ]
-    width = max(len(ids) for ids, _ in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.bool)
-    for r, (i, m) in enumerate(rows):
-        ids[r, : len(i)] = i
-        mask[r, : len(m)] = m
-    labels = ids[:, 1:].clone()
-    labels[~mask[:, 1:]] = IGNORE_INDEX
-    return {
-        "input_ids": ids[:, :-1].contiguous(),
-        "labels": labels,
-        "index": torch.tensor([s["index"] for s in samples], dtype=torch.long),
-    }
+    pieces = [{"input_ids": ids[:-1], "labels": torch.where(mask[1:], ids[1:], IGNORE_INDEX)} for ids, mask in sides]
+    batch = lay_out(pieces, {"input_ids": pad_id, "labels": IGNORE_INDEX}, pack_len)
+    batch["index"] = torch.tensor([s["index"] for s in samples], dtype=torch.long)
+    return batch

@@ -11,7 +11,7 @@ in rows of ``capacity`` tokens (first-fit decreasing), with
 
 The micro-batch still holds the same samples, so the loss and its gradient are those of the padded
 batch (checked in the tests); only the wasted slots go away. Per-sample quantities (a DPO answer's
-log-probability) are sums over a segment: :func:`segment_sum`.
+log-probability) are sums over a segment: :func:`weakwater.model.loglik.per_sample_sum`.
 """
 
 from __future__ import annotations
@@ -71,14 +71,6 @@ def lay_out(
                 out["position_ids"][row, col : col + n] = torch.arange(n)
             col += n
     return out
-
-
-def segment_sum(values: torch.Tensor, segment_ids: torch.Tensor, n: int) -> torch.Tensor:
-    """Per-sample sums (n,) of per-token ``values`` (rows, width); padding (segment -1) is dropped."""
-    keep = segment_ids >= 0
-    flat = torch.where(keep, values, torch.zeros((), dtype=values.dtype, device=values.device)).flatten()
-    index = segment_ids.clamp(min=0).flatten()
-    return torch.zeros(n, dtype=values.dtype, device=values.device).index_add_(0, index, flat)
 
 
 def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -30,6 +30,7 @@ from torch.utils.data import Dataset
 
 from weakwater.data.chat import ConversationError, Message, read_conversations, to_messages
 from weakwater.data.jsonl import DataError, SkipCounter
+from weakwater.data.packing import lay_out
 from weakwater.model.loglik import IGNORE_INDEX
 
 
@@ -192,34 +193,32 @@ class ChatDataset(Dataset):
 
 @dataclass
 class SFTCollator:
-    """Right-pads a list of samples; ``labels`` are the ids shifted left, ``IGNORE_INDEX`` where not supervised.
+    """Batches samples: ``labels`` are the ids shifted left, ``IGNORE_INDEX`` where not supervised.
 
     ``weights`` (float, same shape as labels) is 1 on supervised labels, ``tag_weight`` on supervised
     labels whose id is in ``tag_ids`` (distillation), 0 elsewhere; the loss is sum(w * nll) / sum(w).
-    Right padding needs no attention mask: causal attention never lets a real token see later padding.
+    Each sample is shifted on its own, so no label ever crosses from one sample into the next.
+    ``pack_len`` 0 right-pads one sample per row (causal attention never lets a real token see later
+    padding, so no mask is needed); ``pack_len`` > 0 packs the samples into rows of that many tokens
+    with a per-sample attention mask (:mod:`weakwater.data.packing`): the same samples, the same loss.
     """
 
     pad_id: int
     tag_ids: tuple[int, ...] = ()
     tag_weight: float = 1.0
+    pack_len: int = 0
 
     def __call__(self, samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        if not samples:
-            raise ValueError("empty batch")
-        width = max(len(s["ids"]) for s in samples)
-        ids = torch.full((len(samples), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(samples), width), dtype=torch.bool)
-        for row, s in enumerate(samples):
-            ids[row, : len(s["ids"])] = s["ids"]
-            mask[row, : len(s["mask"])] = s["mask"]
-        labels = ids[:, 1:].clone()
-        tmask = mask[:, 1:]
-        labels[~tmask] = IGNORE_INDEX
-        weights = tmask.float()
-        if self.tag_ids and self.tag_weight != 1.0:
-            is_tag = torch.isin(labels, torch.tensor(self.tag_ids, dtype=torch.long)) & tmask
-            weights[is_tag] = self.tag_weight
-        return {"input_ids": ids[:, :-1].contiguous(), "labels": labels, "weights": weights}
+        pieces = []
+        tags = torch.tensor(self.tag_ids, dtype=torch.long)
+        for s in samples:
+            ids, tmask = s["ids"], s["mask"][1:]
+            labels = torch.where(tmask, ids[1:], IGNORE_INDEX)
+            weights = tmask.float()
+            if self.tag_ids and self.tag_weight != 1.0:
+                weights[torch.isin(labels, tags) & tmask] = self.tag_weight
+            pieces.append({"input_ids": ids[:-1], "labels": labels, "weights": weights})
+        return lay_out(pieces, {"input_ids": self.pad_id, "labels": IGNORE_INDEX, "weights": 0.0}, self.pack_len)
 
 
 def tag_token_ids(tokenizer: ChatTokenizer) -> tuple[int, ...]:

@@ -28,6 +28,24 @@ def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return -nll.view(labels.shape)
 
 
-def sequence_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row summed log-probability of the scored labels, and how many labels each row scores."""
-    return token_logprobs(logits, labels).sum(-1), (labels != IGNORE_INDEX).sum(-1)
+def sequence_logprobs(
+    logits: torch.Tensor, labels: torch.Tensor, segment_ids: torch.Tensor | None = None, n: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sequence summed log-probability of the scored labels, and how many labels each scores.
+
+    One sequence per row; or, for packed rows (:mod:`weakwater.data.packing`), the ``n`` sequences
+    that ``segment_ids`` tells apart.
+    """
+    logps, scored = token_logprobs(logits, labels), (labels != IGNORE_INDEX).long()
+    if segment_ids is None:
+        return logps.sum(-1), scored.sum(-1)
+    return per_sample_sum(logps, segment_ids, n), per_sample_sum(scored, segment_ids, n)
+
+
+def per_sample_sum(values: torch.Tensor, segment_ids: torch.Tensor, n: int) -> torch.Tensor:
+    """(n,) sums of per-token ``values`` (rows, width) by packed sample; padding (segment -1) is dropped."""
+    keep = segment_ids >= 0
+    flat = torch.where(keep, values, torch.zeros((), dtype=values.dtype, device=values.device)).flatten()
+    return torch.zeros(n, dtype=values.dtype, device=values.device).index_add_(
+        0, segment_ids.clamp(min=0).flatten(), flat
+    )

@@ -40,6 +40,13 @@ class ChatConfig(TrainConfig):
     rope_scaling: str = field(
         default="none", metadata={"help": "none, linear or yarn: how to stretch RoPE to --max-seq-len"}
     )
+    pack: bool = field(
+        default=True,
+        metadata={
+            "help": "pack each micro-batch's samples into rows of the sample length, attention kept within each "
+            "sample (the same samples and loss as padding, fewer wasted slots); off: one right-padded sample per row"
+        },
+    )
 
     @property
     def sample_len(self) -> int:

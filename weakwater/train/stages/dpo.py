@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from weakwater.data.dpo import PreferenceDataset, collate_pairs
+from weakwater.data.packing import model_inputs
 from weakwater.model.io import load_model
 from weakwater.model.loglik import sequence_logprobs
 from weakwater.model.lora import lora_disabled, lora_modules
@@ -85,7 +86,7 @@ class DPOStage:
         return self.train_set, self.val_set
 
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        return collate_pairs(samples, self.tokenizer.eos_id)
+        return collate_pairs(samples, self.tokenizer.eos_id, self.cfg.sample_len if self.cfg.pack else 0)
 
     def setup(self, ctx: StageContext) -> None:
         report_trainable(ctx.model)
@@ -123,9 +124,10 @@ class DPOStage:
         for ds in sets:
             for start in range(0, len(ds), self.cfg.batch_size):
                 batch = self.collate([ds[i] for i in range(start, min(start + self.cfg.batch_size, len(ds)))])
-                logps, _ = sequence_logprobs(model(batch["input_ids"].to(device)), batch["labels"].to(device))
+                batch = {k: v.to(device) for k, v in batch.items()}
+                logps, _ = self._logps(model, batch)
                 n = len(batch["index"])
-                out[batch["index"]] = torch.stack([logps[:n], logps[n:]], dim=1).cpu()
+                out[batch["index"].cpu()] = torch.stack([logps[:n], logps[n:]], dim=1).cpu()
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"key": key, "logps": out}, path)
         say(f"dpo: stored reference log-probs of {total} pairs in {path}")
@@ -141,19 +143,24 @@ class DPOStage:
         with torch.no_grad():
             if self.lora_model is not None:
                 with lora_disabled(self.lora_model):
-                    logits = self.lora_model(batch["input_ids"])
+                    logps, _ = self._logps(self.lora_model, batch)
             elif self.ref_model is not None:
-                logits = self.ref_model(batch["input_ids"])
+                logps, _ = self._logps(self.ref_model, batch)
             else:
                 raise RuntimeError("dpo: setup() was not run, no reference policy")
-            logps, _ = sequence_logprobs(logits, batch["labels"])
         return logps[:n], logps[n:]
+
+    @staticmethod
+    def _logps(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed answer log-probs and answer lengths of the 2B sequences (chosen, then rejected)."""
+        logits = model(batch["input_ids"], **model_inputs(batch))
+        return sequence_logprobs(logits, batch["labels"], batch.get("segment_ids"), 2 * len(batch["index"]))
 
     def loss(
         self, model: torch.nn.Module, batch: dict[str, torch.Tensor], *, train: bool
     ) -> tuple[torch.Tensor, torch.Tensor, Metrics]:
         n = len(batch["index"])
-        logps, lengths = sequence_logprobs(model(batch["input_ids"]), batch["labels"])
+        logps, lengths = self._logps(model, batch)
         ref_chosen, ref_rejected = self._reference(batch)
         out = preference_loss(
             self.cfg.loss_type,

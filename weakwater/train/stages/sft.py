@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from weakwater.data.packing import model_inputs
 from weakwater.data.sft import ChatDataset, SFTCollator
 from weakwater.model.loglik import IGNORE_INDEX
 from weakwater.train.config import ConfigError
@@ -49,7 +50,7 @@ class SFTStage:
     def __init__(self, cfg: SFTConfig, tokenizer: Any, tag_ids: tuple[int, ...] = (), tag_weight: float = 1.0) -> None:
         self.cfg = cfg
         self.tokenizer = tokenizer
-        self.collator = SFTCollator(tokenizer.eos_id, tag_ids, tag_weight)
+        self.collator = SFTCollator(tokenizer.eos_id, tag_ids, tag_weight, cfg.sample_len if cfg.pack else 0)
         self.train_set: ChatDataset | None = None
         self.val_set: ChatDataset | None = None
 
@@ -73,7 +74,7 @@ class SFTStage:
     def loss(
         self, model: torch.nn.Module, batch: dict[str, torch.Tensor], *, train: bool
     ) -> tuple[torch.Tensor, torch.Tensor, Metrics]:
-        logits = model(batch["input_ids"])
+        logits = model(batch["input_ids"], **model_inputs(batch))
         total, weight = weighted_token_nll(logits, batch["labels"], batch["weights"])
         return total, weight, {"loss_tokens": (batch["labels"] != IGNORE_INDEX).sum().float()}
 
