@@ -106,6 +106,16 @@ def test_interrupted_run_resumes_bitwise_equal(shards, tmp_path):
     assert records(tmp_path / "full") == records(tmp_path / "part")
 
 
+def test_muon_wsd_run_resumes_bitwise_equal(shards, tmp_path):
+    kw = dict(optimizer="muon", schedule="wsd", max_steps=12, save_every=6, eval_every=6)
+    run(make_cfg(shards, tmp_path / "full", **kw))
+    part = run(make_cfg(shards, tmp_path / "part", **kw), stop_at=5)
+    assert part.interrupted
+    run(make_cfg(shards, tmp_path / "part", resume=True, **kw))
+    a, b = weights(tmp_path / "full" / "final"), weights(tmp_path / "part" / "final")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_gradient_accumulation_equals_one_big_batch(shards, tmp_path):
     big = run(make_cfg(shards, tmp_path / "big", batch_size=8, grad_accum=1, max_steps=6, eval_every=0))
     acc = run(make_cfg(shards, tmp_path / "acc", batch_size=4, grad_accum=2, max_steps=6, eval_every=0))

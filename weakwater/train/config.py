@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from weakwater.train.optim import OPTIMIZERS, SCHEDULES
+
 DTYPES = ("auto", "fp32", "bf16", "fp16")
 TRACKERS = ("none", "tensorboard", "wandb", "swanlab")
 # Model fields a run may change when it starts from ``--init``: they do not change any weight's shape.
@@ -47,6 +49,14 @@ class TrainConfig:
     lr: float = field(default=1e-3, metadata={"help": "peak learning rate"})
     min_lr_ratio: float = field(default=0.1, metadata={"help": "cosine decay floor as a fraction of --lr"})
     warmup_steps: int = field(default=50, metadata={"help": "linear warmup steps"})
+    schedule: str = field(
+        default="cosine", metadata={"help": "cosine (decay to --min-lr-ratio) or wsd (warmup, constant, linear decay)"}
+    )
+    decay_frac: float = field(default=0.2, metadata={"help": "wsd: share of the steps spent decaying"})
+    optimizer: str = field(
+        default="adamw",
+        metadata={"help": "adamw, or muon (Muon on attention/MLP matrices, AdamW on embeddings and norms)"},
+    )
     weight_decay: float = field(
         default=0.1, metadata={"help": "AdamW weight decay (matrices only; norms and embeddings get none)"}
     )
@@ -105,6 +115,15 @@ class TrainConfig:
         need(self.lr > 0, f"--lr must be > 0, got {self.lr}")
         need(0.0 <= self.min_lr_ratio <= 1.0, f"--min-lr-ratio must be in [0, 1], got {self.min_lr_ratio}")
         need(self.warmup_steps >= 0, f"--warmup-steps must be >= 0, got {self.warmup_steps}")
+        need(self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        need(0.0 < self.decay_frac <= 1.0, f"--decay-frac must be in (0, 1], got {self.decay_frac}")
+        need(
+            self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
+        )
+        need(
+            not (self.fsdp and self.optimizer == "muon"),
+            "--optimizer muon needs whole matrices: use DDP (drop --fsdp) or --optimizer adamw",
+        )
         need(self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}")
         need(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "--beta1 and --beta2 must be in [0, 1)")
         need(self.grad_clip >= 0, f"--grad-clip must be >= 0 (0 turns clipping off), got {self.grad_clip}")

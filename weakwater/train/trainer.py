@@ -10,9 +10,8 @@ Design choices worth knowing:
 * Losses are sums plus a count (see :class:`weakwater.train.stage.Stage`). Micro-batch gradients are
   accumulated unnormalised and divided once by the global count (all micro-batches, all ranks), so
   ``grad_accum`` x ``batch_size`` and ``world_size`` x ``batch_size`` give the gradient of one big batch.
-* Weight decay applies to the attention and MLP matrices only. Norm gains and the (tied) embedding
-  get none: decay would keep pulling the rows of rarely seen tokens and the norm scales towards zero
-  between their few gradient updates, which is shrinkage, not regularisation.
+* The optimizer (AdamW, or Muon + AdamW) and the schedule (cosine or warmup-stable-decay) are chosen in
+  :mod:`weakwater.train.optim`; weight decay applies to the attention and MLP matrices only.
 * The loss is read on the host every ``log_every`` steps only. One scalar *is* read every step: the
   "are loss and gradients finite" flag that decides whether the optimizer may step (GradScaler does
   the same); skipping a poisoned update cannot be decided later. Under FSDP the gradient scale is
@@ -47,6 +46,7 @@ from weakwater.model.llama import Transformer
 from weakwater.train import distributed as wwdist
 from weakwater.train.checkpoint import CheckpointManager, test_pause
 from weakwater.train.config import INIT_OVERRIDABLE, ConfigError, TrainConfig
+from weakwater.train.optim import build_optimizer, lr_factor
 from weakwater.train.stage import (
     Stage,
     StageContext,
@@ -337,31 +337,16 @@ class Trainer:
             model = torch.compile(model)
         return model
 
-    def _build_optimizer(self) -> torch.optim.Optimizer:
-        decay, no_decay = [], []
-        seen: set[int] = set()
-        for name, p in self.model.named_parameters():
-            if not p.requires_grad or id(p) in seen:
-                continue
-            seen.add(id(p))
-            (no_decay if p.ndim < 2 or "embed_tokens" in name or "lm_head" in name else decay).append(p)
-        groups = [
-            {"params": decay, "weight_decay": self.cfg.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
-        fused = self.device.type == "cuda"
-        return torch.optim.AdamW(groups, lr=self.cfg.lr, betas=(self.cfg.beta1, self.cfg.beta2), fused=fused or None)
+    def _build_optimizer(self) -> Any:
+        cfg = self.cfg
+        betas = (cfg.beta1, cfg.beta2)
+        return build_optimizer(self.model, cfg.optimizer, cfg.lr, betas, cfg.weight_decay, self.device.type == "cuda")
 
     # ------------------------------------------------------------------ schedule
     def lr_at(self, step: int) -> float:
-        """Linear warmup to ``lr``, cosine decay to ``lr * min_lr_ratio`` at the last step, times the
-        rollback scale."""
+        """The schedule's learning rate at ``step`` (see :mod:`weakwater.train.optim`), times the rollback scale."""
         cfg = self.cfg
-        if step < cfg.warmup_steps:
-            factor = (step + 1) / cfg.warmup_steps
-        else:
-            progress = min(1.0, (step - cfg.warmup_steps) / max(1, self.total_steps - cfg.warmup_steps))
-            factor = cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        factor = lr_factor(step, self.total_steps, cfg.warmup_steps, cfg.schedule, cfg.min_lr_ratio, cfg.decay_frac)
         return cfg.lr * factor * self.lr_scale
 
     def to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
