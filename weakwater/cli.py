@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "weakwater.export.cli",
     "weakwater.eval.cli",
     "weakwater.infer.cli",
+    "weakwater.doctor",
 )
 
 

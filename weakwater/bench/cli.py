@@ -53,6 +53,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     if decode is not None:
         decode.register(bench_sub)
 
+    from weakwater.bench import gpu, sft, speedrun
+
+    sft.register(bench_sub)
+    speedrun.register(bench_sub)
+
+    gpu_parser = bench_sub.add_parser(
+        "gpu",
+        help="every accelerator path end to end (bf16, compile, fused AdamW, SDPA, DDP, loader), MFU, decode, "
+        "a short pretraining run; a reduced version on CPU",
+        description=gpu.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    gpu.add_arguments(gpu_parser)
+    gpu_parser.set_defaults(func=gpu.run)
+
     every = bench_sub.add_parser(
         "all",
         help="every benchmark with small defaults; one table per benchmark and one JSON",
