@@ -136,7 +136,7 @@ def _from_role_content(turns: Any, key: str) -> list[Message]:
         if "role" not in turn:
             raise ConversationError(f"{where}.role", "missing", "missing_field")
         role = _text(turn["role"], f"{where}.role")
-        content = turn.get("content")
+        content = turn.get("content", "")
         # An assistant turn that only calls tools has null content in OpenAI's format.
         content = "" if content is None and role == "assistant" else _text(content, f"{where}.content")
         reasoning = turn.get("reasoning_content")
