@@ -30,7 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     imp = sub.add_parser("import", help="convert models trained elsewhere into WeakWater's format")
     imp_sub = imp.add_subparsers(dest="import_command", metavar="<source>", required=True)
-    mm = imp_sub.add_parser("minimind", help="convert a MiniMind .pth state dict (MiniMind-3, MiniMind2 or v1; dense only)")
+    mm = imp_sub.add_parser(
+        "minimind", help="convert a MiniMind .pth state dict (MiniMind-3, MiniMind2 or v1; dense only)"
+    )
     mm.add_argument(
         "--checkpoint", required=True, metavar="FILE.pth", help="MiniMind state dict, e.g. full_sft_512.pth"
     )
@@ -39,9 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     mm.add_argument(
         "--preset", choices=sorted(PRESETS), help="take --n-heads/--max-seq-len from a preset (flags override)"
     )
-    mm.add_argument(
-        "--n-heads", type=int, help="attention heads (MiniMind-3: read from the weights; older MiniMind: 8, the default)"
-    )
+    mm.add_argument("--n-heads", type=int, help="attention heads (MiniMind-3: read from the weights; older: default 8)")
     mm.add_argument("--max-seq-len", type=int, help="context length the model was trained at (MiniMind: 512)")
     mm.add_argument("--rope-theta", type=float, default=1e6, help="RoPE base (MiniMind2: 1e6)")
     mm.add_argument(

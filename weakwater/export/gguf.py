@@ -5,9 +5,10 @@ The layout is llama.cpp's ``llama`` architecture as ``convert_hf_to_gguf.py`` wr
 one. QK-norm models are written as its ``qwen3`` architecture instead (as for ``Qwen3ForCausalLM``):
 the same tensors plus ``attn_q_norm``/``attn_k_norm``, and no permutation, because llama.cpp rotates
 qwen3's q/k in the rotate-half ("NEOX") layout ours already has. Either way a ``gpt2``-type BPE
-tokenizer is embedded with its merges, token types, special ids and chat template. ``tokenizer.ggml.pre`` names the pre-tokenizer regex, which llama.cpp must know: ours is
-Qwen2's (single digits; llama.cpp's ``qwen2``), MiniMind's byte-level GPT-2 (``gpt-2``), so nothing
-needs patching.
+tokenizer is embedded with its merges, token types, special ids and chat template.
+``tokenizer.ggml.pre`` names the pre-tokenizer regex, which llama.cpp must know: ours is Qwen2's
+(single digits; llama.cpp's ``qwen2``), MiniMind's byte-level GPT-2 (``gpt-2``), so nothing needs
+patching.
 """
 
 from __future__ import annotations

@@ -126,7 +126,9 @@ def infer_config(
                 "only head_dim = dim / n_heads is supported"
             )
         if n_heads is not None and n_heads != dim // head_dim:
-            raise ValueError(f"--n-heads {n_heads} contradicts the checkpoint (q_norm width {head_dim}: {dim // head_dim} heads)")
+            raise ValueError(
+                f"--n-heads {n_heads} contradicts the checkpoint (q_norm width {head_dim}: {dim // head_dim} heads)"
+            )
         n_heads = dim // head_dim
     if n_heads is None:
         raise ValueError("this checkpoint does not tell its head count: pass --n-heads (MiniMind: 8)")
