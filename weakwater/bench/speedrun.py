@@ -15,7 +15,6 @@ cosine to 10% without warmup. The other recipes change one thing each, or combin
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import tempfile
 import time
@@ -51,7 +50,7 @@ DEFAULT_RECIPES = ("baseline", "ours-before", "lr x4", "wsd", "zero-init", "muon
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, metavar="FILE", help="pretraining JSONL ({\"text\": ...} per line)")
+    p.add_argument("--data", required=True, metavar="FILE", help='pretraining JSONL ({"text": ...} per line)')
     p.add_argument("--tokenizer", required=True, metavar="DIR", help="tokenizer directory")
     p.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="model shape (default: tiny)")
     p.add_argument(
