@@ -27,7 +27,6 @@ import contextlib
 import json
 import math
 import os
-import random
 import signal
 import sys
 import time
@@ -37,15 +36,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
 from weakwater.config import save_resolved, to_dict
 from weakwater.data.loader import BatchLoader
 from weakwater.model.config import ModelConfig, preset
-from weakwater.model.io import CONFIG_FILE, FORMAT, WEIGHTS_FILE, file_sha256, save_model, weights_state_dict
+from weakwater.model.io import file_sha256, save_model
 from weakwater.model.llama import Transformer
+from weakwater.train import checkpoint
 from weakwater.train import distributed as wwdist
-from weakwater.train.checkpoint import CheckpointManager, test_pause
+from weakwater.train.checkpoint import CheckpointManager
 from weakwater.train.config import INIT_OVERRIDABLE, ConfigError, TrainConfig
 from weakwater.train.stage import (
     Stage,
@@ -58,8 +57,6 @@ from weakwater.train.stage import (
     stage_state,
 )
 from weakwater.train.tracking import MetricsLog, Tracker, plot_curves
-
-SHAPE_FIELDS = ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "tie_embeddings")
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
@@ -88,13 +85,6 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "fp16" and device.type == "cpu":
         raise ConfigError("--dtype fp16 needs a GPU (GradScaler); use fp32 or bf16 on CPU")
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
-
-
-def _nan_steps_from_env() -> set[int]:
-    """Test hook: ``WEAKWATER_TEST_NAN_AT=3,4`` poisons the loss of those step attempts (0-based,
-    counted per process) with NaN, to exercise skipping and rollback."""
-    raw = os.environ.get("WEAKWATER_TEST_NAN_AT", "")
-    return {int(x) for x in raw.split(",") if x.strip()}
 
 
 def _add_metrics(acc: dict[str, torch.Tensor], metrics: dict[str, Any], device: torch.device) -> None:
@@ -157,7 +147,7 @@ class Trainer:
         self.model = model if model is not None else self._build_model()
         self.model_config: ModelConfig = self.model.config
         self._check_model()
-        self._check_run_dir()
+        checkpoint.check_run_dir(self)
         self.train_data, self.val_data = stage.datasets()
         data_vocab = getattr(self.train_data, "vocab_size", None)
         if data_vocab is not None and data_vocab > self.model_config.vocab_size:
@@ -215,10 +205,6 @@ class Trainer:
 
         self.stop_signal: int | None = None
         self._saved_step = -1  # step of the checkpoint this process last wrote
-        self.attempts = 0
-        self.nan_at = _nan_steps_from_env()
-        # Test hook: WEAKWATER_TEST_STEP_PAUSE=SECONDS after each step widens the window a kill can land in.
-        self.step_pause = float(os.environ.get("WEAKWATER_TEST_STEP_PAUSE", "0") or 0)
         self.metrics = MetricsLog(self.out / "metrics.jsonl")
 
     # ------------------------------------------------------------------ setup
@@ -296,29 +282,6 @@ class Trainer:
                 f"re-run `weakwater prepare` with this tokenizer or pass the one it used (--tokenizer)"
             )
 
-    def _check_run_dir(self) -> None:
-        """Refuse to mix runs: a new run may not overwrite checkpoints, a resume must match their shape."""
-        existing = self.ckpt.candidates()
-        if existing and not self.cfg.resume:
-            raise ConfigError(
-                f"{self.out} already holds checkpoints of a run: pass --resume to continue it or choose another --out"
-            )
-        if existing and self.cfg.resume:
-            saved = existing[0] / CONFIG_FILE
-            if saved.is_file():
-                theirs = json.loads(saved.read_text()).get("model", {})
-                ours = self.model_config.to_dict()
-                diff = [
-                    f"{k}: checkpoint {theirs.get(k)} vs now {ours[k]}"
-                    for k in SHAPE_FIELDS
-                    if theirs.get(k) != ours[k]
-                ]
-                if diff:
-                    raise ConfigError(
-                        f"--resume: {existing[0]} was trained with a different model shape ({'; '.join(diff)}); "
-                        f"resume with the original --preset/[model] settings or start a new run in another --out"
-                    )
-
     def _wrap_model(self) -> torch.nn.Module:
         """FSDP2 (in place) or DDP around the model, then optional torch.compile; returns what to call."""
         model: torch.nn.Module = self.model
@@ -389,7 +352,7 @@ class Trainer:
             if self.is_main:
                 self.out.mkdir(parents=True, exist_ok=True)
                 save_resolved(cfg, self.out / "config.json")
-            resumed_from = self._resume() if cfg.resume else None
+            resumed_from = checkpoint.resume(self) if cfg.resume else None
             call_setup(self.stage, self.ctx)
             tracker = self._open_tracker()
             old_handlers = self._install_signal_handlers()
@@ -406,7 +369,7 @@ class Trainer:
                 result = self._train_step()
                 if result is None:
                     if self.consecutive_bad >= cfg.max_bad_steps:
-                        self._rollback()
+                        checkpoint.rollback(self)
                         pending = []
                         if bar is not None:
                             bar.n = self.step
@@ -458,8 +421,6 @@ class Trainer:
         lr = self.lr_at(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        poison = self.attempts in self.nan_at
-        self.attempts += 1
         totals = torch.zeros(2, device=self.device)  # [summed loss, count]
         tokens = 0
         metrics: dict[str, torch.Tensor] = {}
@@ -478,8 +439,6 @@ class Trainer:
             with ctx:
                 with self.ctx.autocast():
                     loss, count, extra = self.stage.loss(self.forward_model, batch, train=True)
-                if poison:
-                    loss = loss * float("nan")
                 (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
             totals += torch.stack([loss.detach().float(), count.detach().float()])
             _add_metrics(metrics, extra, self.device)
@@ -527,8 +486,6 @@ class Trainer:
         self.step += 1
         self.ctx.step = self.step
         self.tokens_seen += tokens * self.dist.world_size
-        if self.step_pause:
-            time.sleep(self.step_pause)
         return StepResult(totals[0], totals[1], norm.detach(), tokens * self.dist.world_size, extras)
 
     def _log(self, pending: list, tokens_per_s: float, tracker: Tracker, bar: Any) -> None:
@@ -676,9 +633,15 @@ class Trainer:
             print(f"saved final model to {final}", file=sys.stderr)
         return final
 
-    def _run_state(self) -> dict[str, Any]:
-        np_state = np.random.get_state()
-        return {
+    # ------------------------------------------------------------------ state (written by train/checkpoint.py)
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a checkpoint holds: ``model`` and ``optim`` (live tensors; this rank's shards under
+        FSDP), ``trainer`` (JSON: run counters, data position, GradScaler, config, model shape) and
+        ``rank`` (this process's RNG streams and the stage's state)."""
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        model, optim = get_state_dict(self.model, self.optimizer)
+        run = {
             "step": self.step,
             "lr_scale": self.lr_scale,
             "best_val": self.best_val if math.isfinite(self.best_val) else None,
@@ -687,129 +650,41 @@ class Trainer:
             "tokens_seen": self.tokens_seen,
             "loader": self.loader.state_dict(),
             "world_size": self.dist.world_size,
-            "python_rng": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
-            "numpy_rng": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "stage": self.stage.name,
+            "model": self.model_config.to_dict(),
+            "config": to_dict(self.cfg),
         }
+        rank = {"rng": checkpoint.rng_state(self.ctx.generator, self.device), "stage": stage_state(self.stage)}
+        return {"model": model, "optim": optim, "trainer": run, "rank": rank}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        from torch.distributed.checkpoint.state_dict import set_state_dict
+
+        set_state_dict(self.model, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+        run = state["trainer"]
+        if self.scaler is not None and run.get("scaler"):
+            self.scaler.load_state_dict(run["scaler"])
+        self.step = self.ctx.step = run["step"]
+        self.lr_scale = run["lr_scale"]
+        self.best_val = run["best_val"] if run["best_val"] is not None else math.inf
+        self.counters = dict(run["counters"])
+        self.loss_ema = run["loss_ema"]
+        self.tokens_seen = run["tokens_seen"]
+        self.loader.load_state_dict(run["loader"])
+        rank = state.get("rank") or {}
+        if rank.get("rng") is not None:
+            checkpoint.set_rng_state(rank["rng"], self.ctx.generator, self.device)
+        load_stage_state(self.stage, rank.get("stage"))
 
     def save_checkpoint(self) -> Path:
-        """Write ``checkpoints/step_XXXXXXX`` atomically (see :mod:`weakwater.train.checkpoint`)."""
-        tmp = self.ckpt.begin(self.step) if self.is_main else None
-        tmp = Path(wwdist.broadcast_object(str(tmp) if tmp else None))  # type: ignore[arg-type]
-        wwdist.barrier()
-        rng = {"torch": torch.get_rng_state(), "sampling": self.ctx.generator.get_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
-        torch.save(rng, tmp / f"rng_{self.dist.rank}.pt")
-        extra_state = stage_state(self.stage)
-        if extra_state is not None:
-            torch.save(extra_state, tmp / f"stage_{self.dist.rank}.pt")
-        if self.cfg.fsdp:
-            import torch.distributed.checkpoint as dcp
-            from torch.distributed.checkpoint.state_dict import get_state_dict
-
-            model_state, optim_state = get_state_dict(self.model, self.optimizer)
-            dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(tmp / "sharded"))
-        if self.is_main:
-            if not self.cfg.fsdp:
-                save_file(weights_state_dict(self.model), str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
-                torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-            test_pause()
-            if self.scaler is not None:
-                torch.save(self.scaler.state_dict(), tmp / "scaler.pt")
-            meta = {"format": FORMAT, "model": self.model_config.to_dict(), "stage": self.stage.name}
-            (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-            (tmp / "state.json").write_text(json.dumps(self._run_state()) + "\n")
-        wwdist.barrier()
-        final = self.ckpt.commit(tmp, self.step) if self.is_main else None
-        wwdist.barrier()
+        path = checkpoint.save(self)
         self._saved_step = self.step
-        return Path(wwdist.broadcast_object(str(final) if final else None))  # type: ignore[arg-type]
+        return path
 
-    # ------------------------------------------------------------------ loading
-    def _resume(self) -> str | None:
-        """Load the newest checkpoint that verifies (falling back past corrupt ones)."""
-        path = self.ckpt.find_valid(warn=self._warn) if self.is_main else None
-        name = wwdist.broadcast_object(str(path) if path else None)
-        if name is None:
-            if self.ckpt.candidates():
-                raise ConfigError(
-                    f"--resume: every checkpoint in {self.ckpt.root} failed verification (see the warnings above); "
-                    f"move them away to start the run over"
-                )
-            if self.is_main:
-                print(f"--resume: no checkpoint in {self.ckpt.root} yet; starting a new run", file=sys.stderr)
-            return None
-        self.load_checkpoint(Path(name))  # type: ignore[arg-type]
-        if self.is_main:
-            self.metrics.truncate_after(self.step)
-            print(f"resumed from {name} at step {self.step}", file=sys.stderr)
-        return str(name)
-
-    def _warn(self, message: str) -> None:
+    def warn(self, message: str) -> None:
         print(message, file=sys.stderr)
         self.metrics.write({"step": self.step, "event": "warning", "message": message})
-
-    def load_checkpoint(self, path: Path) -> None:
-        state = json.loads((path / "state.json").read_text())
-        if state["world_size"] != self.dist.world_size:
-            raise ConfigError(
-                f"{path} was written by {state['world_size']} processes, this run has {self.dist.world_size}: "
-                f"resume with the same number of processes (the data order depends on it)"
-            )
-        if self.cfg.fsdp:
-            import torch.distributed.checkpoint as dcp
-            from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
-
-            model_state, optim_state = get_state_dict(self.model, self.optimizer)
-            target = {"model": model_state, "optim": optim_state}
-            dcp.load(target, checkpoint_id=str(path / "sharded"))
-            set_state_dict(
-                self.model, self.optimizer, model_state_dict=target["model"], optim_state_dict=target["optim"]
-            )
-        else:
-            weights = load_file(str(path / WEIGHTS_FILE), device=str(self.device))
-            if self.model_config.tie_embeddings and "lm_head.weight" not in weights:
-                weights["lm_head.weight"] = weights["embed_tokens.weight"]
-            self.model.load_state_dict(weights)
-            self.optimizer.load_state_dict(
-                torch.load(path / "optimizer.pt", map_location=self.device, weights_only=True)
-            )
-        if self.scaler is not None and (path / "scaler.pt").exists():
-            self.scaler.load_state_dict(torch.load(path / "scaler.pt", weights_only=True))
-        self.step = self.ctx.step = state["step"]
-        self.lr_scale = state["lr_scale"]
-        self.best_val = state["best_val"] if state["best_val"] is not None else math.inf
-        self.counters = state["counters"]
-        self.loss_ema = state["loss_ema"]
-        self.tokens_seen = state["tokens_seen"]
-        self.loader.load_state_dict(state["loader"])
-        py = state["python_rng"]
-        random.setstate((py[0], tuple(py[1]), py[2]))
-        np_rng = state["numpy_rng"]
-        np.random.set_state((np_rng[0], np.array(np_rng[1], dtype=np.uint32), *np_rng[2:]))
-        rng = torch.load(path / f"rng_{self.dist.rank}.pt", weights_only=True)
-        torch.set_rng_state(rng["torch"])
-        if "sampling" in rng:
-            self.ctx.generator.set_state(rng["sampling"])
-        if (path / f"stage_{self.dist.rank}.pt").is_file():
-            load_stage_state(self.stage, torch.load(path / f"stage_{self.dist.rank}.pt", weights_only=True))
-        if rng.get("cuda") is not None and self.device.type == "cuda":
-            torch.cuda.set_rng_state(rng["cuda"], self.device)
-
-    def _rollback(self) -> None:
-        """After ``max_bad_steps`` consecutive non-finite steps: back to the last good checkpoint, LR halved."""
-        lr_scale = self.lr_scale * 0.5
-        counters = dict(self.counters, rollbacks=self.counters["rollbacks"] + 1)
-        path = self.ckpt.find_valid(warn=self._warn) if self.is_main else None
-        name = wwdist.broadcast_object(str(path) if path else None)
-        if name is not None:
-            self.load_checkpoint(Path(name))  # type: ignore[arg-type]
-        self.lr_scale, self.counters, self.consecutive_bad = lr_scale, counters, 0
-        if self.is_main:
-            where = name or "the current weights (no checkpoint yet; skipped steps changed nothing)"
-            message = f"{self.cfg.max_bad_steps} consecutive non-finite steps: rolled back to {where}, LR x{lr_scale:g}"
-            print(f"\n{message}", file=sys.stderr)
-            self.metrics.write({"step": self.step, "event": "rollback", "to": name, "lr_scale": lr_scale})
 
     # ------------------------------------------------------------------ signals, progress, trackers
     def _install_signal_handlers(self) -> dict[int, Any]:
