@@ -1,9 +1,11 @@
-"""The one training engine. Stages supply data, a collator and a loss; everything else lives here.
+"""The one training engine. Stages supply data, batches and a loss (:mod:`weakwater.train.stage`);
+everything else lives here.
 
 Read top to bottom: ``Trainer.__init__`` resolves device, precision, tokenizer, model, data and
-optimizer and validates them all before any step runs; ``fit`` is the loop; ``_train_step`` is one
-optimizer step over ``grad_accum`` micro-batches; then evaluation, checkpoints, resume and the fault
-handling (signals, NaN/Inf steps, rollback, loss spikes).
+optimizer (through :mod:`weakwater.train.build`) and validates them all before any step runs; ``fit`` is
+the loop; ``_train_step`` is one optimizer step over ``grad_accum`` micro-batches; then evaluation, the
+run state that checkpoints hold (``state_dict``; writing, resume and rollback are
+:mod:`weakwater.train.checkpoint`'s) and the fault handling (signals, NaN/Inf steps, loss spikes).
 
 Design choices worth knowing:
 
@@ -16,15 +18,15 @@ Design choices worth knowing:
 * The loss is read on the host every ``log_every`` steps only. One scalar *is* read every step: the
   "are loss and gradients finite" flag that decides whether the optimizer may step (GradScaler does
   the same); skipping a poisoned update cannot be decided later. Under FSDP the gradient scale is
-  also read (DTensor gradients take a Python scalar).
-* Checkpoints carry the full state (model, optimizer, schedule, scaler, RNG of every rank, data
-  position), so a resumed run on CPU in fp32 is bitwise identical to an uninterrupted one.
+  also read (DTensor gradients take a Python scalar). Stage metrics stay on the device too.
+* Checkpoints carry the full state (model, optimizer, schedule, scaler, RNG streams of every rank, data
+  position, stage state), so a resumed run on CPU in fp32 is bitwise identical to an uninterrupted one,
+  and a run resumes on another process count at the same global batch.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import signal
@@ -39,13 +41,12 @@ import torch
 
 from weakwater.config import save_resolved, to_dict
 from weakwater.data.loader import BatchLoader
-from weakwater.model.config import ModelConfig, preset
-from weakwater.model.io import file_sha256, save_model
-from weakwater.model.llama import Transformer
-from weakwater.train import checkpoint
+from weakwater.model.config import ModelConfig
+from weakwater.model.io import save_model
+from weakwater.train import build, checkpoint
 from weakwater.train import distributed as wwdist
 from weakwater.train.checkpoint import CheckpointManager
-from weakwater.train.config import INIT_OVERRIDABLE, ConfigError, TrainConfig
+from weakwater.train.config import ConfigError, TrainConfig
 from weakwater.train.stage import (
     Stage,
     StageContext,
@@ -142,20 +143,14 @@ class Trainer:
         self.ckpt = CheckpointManager(self.out / "checkpoints", cfg.keep_last)
         self.is_main = self.dist.is_main
 
-        self.tokenizer = tokenizer if tokenizer is not None else self._load_tokenizer()
+        self.tokenizer = tokenizer if tokenizer is not None else build.load_tokenizer(cfg)
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank and every run
-        self.model = model if model is not None else self._build_model()
+        self.model = model if model is not None else build.build_model(cfg, self.tokenizer)
         self.model_config: ModelConfig = self.model.config
-        self._check_model()
+        build.check_model(cfg, self.model_config, self.tokenizer)
         checkpoint.check_run_dir(self)
         self.train_data, self.val_data = stage.datasets()
-        data_vocab = getattr(self.train_data, "vocab_size", None)
-        if data_vocab is not None and data_vocab > self.model_config.vocab_size:
-            raise ConfigError(
-                f"--data {cfg.data} was tokenized with a {data_vocab}-token vocabulary but the model has "
-                f"vocab_size {self.model_config.vocab_size}: use the same tokenizer for prepare and training"
-            )
-        self._check_data_tokenizer()
+        build.check_data(cfg, self.train_data, self.model_config, self.tokenizer)
         self.loader = BatchLoader(
             self.train_data,
             cfg.batch_size,
@@ -178,7 +173,7 @@ class Trainer:
         self.model.to(self.device)
         torch.manual_seed(cfg.seed + self.dist.rank)  # dropout streams differ per rank
         self.forward_model = self._wrap_model()
-        self.optimizer = self._build_optimizer()
+        self.optimizer = build.build_optimizer(self.model, cfg, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.dtype == torch.float16 else None
         self.ctx = StageContext(
             cfg=cfg,
@@ -213,75 +208,6 @@ class Trainer:
         seed = int(np.random.SeedSequence([self.cfg.seed, self.dist.rank, 0x5EED]).generate_state(1, np.uint64)[0])
         return torch.Generator(device=self.device).manual_seed(seed)
 
-    def _load_tokenizer(self) -> Any:
-        source = self.cfg.tokenizer
-        if source is None and self.cfg.init and (Path(self.cfg.init) / "tokenizer.json").is_file():
-            source = self.cfg.init
-        if source is None:  # a model-only run (tests, custom stages): the final dir gets no tokenizer files
-            return None
-        from weakwater.tokenizer import load_tokenizer
-
-        return load_tokenizer(source)
-
-    def _build_model(self) -> Transformer:
-        """From ``--init`` (plus the allowed overrides) or a fresh ``--preset`` + ``[model]`` overrides."""
-        cfg = self.cfg
-        if cfg.init:
-            from weakwater.model.io import load_model
-
-            model = load_model(cfg.init, device="cpu")
-            saved = model.config.to_dict()
-            changed = {k: v for k, v in cfg.model_overrides().items() if saved.get(k, v) != v or k not in saved}
-            if not changed:
-                return model
-            fixed = sorted(set(changed) - set(INIT_OVERRIDABLE))
-            if fixed:
-                raise ConfigError(
-                    f"model overrides {', '.join(f'{k}={changed[k]}' for k in fixed)} change the shape of the --init "
-                    f"model; only {', '.join(INIT_OVERRIDABLE)} may change when starting from a saved model"
-                )
-            config = ModelConfig.from_dict({**saved, **changed})
-            fresh = Transformer(config)
-            fresh.load_state_dict(model.state_dict())
-            return fresh
-        overrides = cfg.model_overrides()
-        if self.tokenizer is not None and "vocab_size" not in overrides:
-            overrides["vocab_size"] = self.tokenizer.vocab_size
-        try:
-            config = preset(cfg.preset, **overrides)
-        except TypeError as e:
-            raise ConfigError(f"[model] overrides: {e}; valid keys are the ModelConfig fields") from e
-        return Transformer(config)
-
-    def _check_model(self) -> None:
-        """Shape problems that only show up once tokenizer, model and sequence length meet."""
-        cfg, mc = self.cfg, self.model_config
-        if self.tokenizer is not None and self.tokenizer.vocab_size > mc.vocab_size:
-            raise ConfigError(
-                f"the tokenizer has {self.tokenizer.vocab_size} tokens but model vocab_size is {mc.vocab_size}: "
-                f"drop the vocab_size override (it defaults to the tokenizer's) or use the model's own tokenizer"
-            )
-        if cfg.seq_len > mc.max_seq_len and mc.rope_scaling is None:
-            raise ConfigError(
-                f"--seq-len {cfg.seq_len} exceeds the model's max_seq_len {mc.max_seq_len}: lower --seq-len, "
-                f"raise model max_seq_len (from scratch), or set model rope_scaling (linear/yarn) to extend a "
-                f"pretrained model's context"
-            )
-
-    def _check_data_tokenizer(self) -> None:
-        """Token ids only mean something with the tokenizer that produced them."""
-        meta_path = Path(self.cfg.data) / "meta.json"
-        tok_dir = getattr(self.tokenizer, "dir", None)
-        if tok_dir is None or not meta_path.is_file():
-            return
-        expected = json.loads(meta_path.read_text(encoding="utf-8")).get("tokenizer", {}).get("sha256")
-        tok_file = Path(tok_dir) / "tokenizer.json"
-        if expected and tok_file.is_file() and file_sha256(tok_file) != expected:
-            raise ConfigError(
-                f"--data {self.cfg.data} was prepared with a different tokenizer than {tok_dir}: "
-                f"re-run `weakwater prepare` with this tokenizer or pass the one it used (--tokenizer)"
-            )
-
     def _wrap_model(self) -> torch.nn.Module:
         """FSDP2 (in place) or DDP around the model, then optional torch.compile; returns what to call."""
         model: torch.nn.Module = self.model
@@ -299,21 +225,6 @@ class Trainer:
         if self.cfg.compile:
             model = torch.compile(model)
         return model
-
-    def _build_optimizer(self) -> torch.optim.Optimizer:
-        decay, no_decay = [], []
-        seen: set[int] = set()
-        for name, p in self.model.named_parameters():
-            if not p.requires_grad or id(p) in seen:
-                continue
-            seen.add(id(p))
-            (no_decay if p.ndim < 2 or "embed_tokens" in name or "lm_head" in name else decay).append(p)
-        groups = [
-            {"params": decay, "weight_decay": self.cfg.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
-        fused = self.device.type == "cuda"
-        return torch.optim.AdamW(groups, lr=self.cfg.lr, betas=(self.cfg.beta1, self.cfg.beta2), fused=fused or None)
 
     # ------------------------------------------------------------------ schedule
     def lr_at(self, step: int) -> float:
@@ -583,33 +494,8 @@ class Trainer:
             self._save_model_dir(self.out / "best", {"step": self.step, "val_loss": val})
 
     # ------------------------------------------------------------------ saving
-    def _full_state_dict(self) -> dict[str, torch.Tensor] | None:
-        """CPU weights of the whole model on rank 0 (gathered under FSDP), None on other ranks."""
-        if self.cfg.fsdp:
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-            state = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-            return state if self.is_main else None
-        return {k: v.detach().cpu() for k, v in self.model.state_dict().items()} if self.is_main else None
-
-    def _plain_model(self) -> Transformer | None:
-        """A CPU, adapter-free copy of the current weights for saving (rank 0 only)."""
-        state = self._full_state_dict()
-        if state is None:
-            return None
-        with torch.random.fork_rng(devices=[]):  # the throwaway init must not shift the training RNG stream
-            plain = Transformer(self.model_config)
-        if self.cfg.lora_rank > 0:  # rebuild the adapter layout, load, then fold the adapters in
-            from weakwater.model.lora import apply_lora, merge_lora
-
-            apply_lora(plain, self.cfg.lora_rank, self.cfg.lora_alpha, targets=tuple(self.cfg.lora_targets))
-            plain.load_state_dict(state)
-            return merge_lora(plain)
-        plain.load_state_dict(state)
-        return plain
-
     def _save_model_dir(self, path: Path, extra: dict[str, Any]) -> None:
-        plain = self._plain_model()
+        plain = build.plain_copy(self.model, self.model_config, self.cfg, self.is_main)
         if plain is not None:
             tok_dir = getattr(self.tokenizer, "dir", None)
             save_model(plain, path, tokenizer_dir=tok_dir, extra={"stage": self.stage.name, **extra})
