@@ -24,6 +24,7 @@ global batch) are reported and accepted; changes that alter it (batch, learning 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -39,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from weakwater.model.config import ModelConfig
 from weakwater.train import distributed as wwdist
 from weakwater.train.config import ConfigError
 
@@ -312,7 +314,7 @@ def rollback(trainer: Trainer) -> None:
 
 
 # ---------------------------------------------------------------------- what a resume may change
-SHAPE_FIELDS = ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "tie_embeddings")
+SHAPE_FIELDS = ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "tie_embeddings", "qk_norm")
 
 
 def check_run_dir(trainer: Trainer) -> None:
@@ -327,9 +329,12 @@ def check_run_dir(trainer: Trainer) -> None:
         )
     if not (existing[0] / TRAINER_FILE).is_file() and not (existing[0] / "state.json").is_file():
         return  # an incomplete checkpoint: resume reports it and falls back to an older one
-    theirs = read_trainer_state(existing[0])["model"]
+    saved = read_trainer_state(existing[0])["model"]
     ours = trainer.model_config.to_dict()
-    diff = [f"{k}: checkpoint {theirs.get(k)} vs now {ours[k]}" for k in SHAPE_FIELDS if theirs.get(k) != ours[k]]
+    # A field newer than the checkpoint was at its default then (e.g. qk_norm off).
+    defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+    theirs = {k: saved.get(k, defaults[k]) for k in SHAPE_FIELDS}
+    diff = [f"{k}: checkpoint {theirs[k]} vs now {ours[k]}" for k in SHAPE_FIELDS if theirs[k] != ours[k]]
     if diff:
         raise ConfigError(
             f"--resume: {existing[0]} was trained with a different model shape ({'; '.join(diff)}); "
