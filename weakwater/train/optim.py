@@ -72,6 +72,13 @@ class MuonWithAdamW:
         self.adamw.load_state_dict(state["adamw"])
 
 
+def optimizers(optimizer: Any) -> list[torch.optim.Optimizer]:
+    """The torch optimizers behind ``optimizer`` (what ``torch.distributed.checkpoint`` saves and loads)."""
+    if isinstance(optimizer, MuonWithAdamW):
+        return [optimizer.muon, optimizer.adamw]
+    return [optimizer]
+
+
 def build_optimizer(
     model: torch.nn.Module, kind: str, lr: float, betas: tuple[float, float], weight_decay: float, fused: bool
 ) -> torch.optim.Optimizer | MuonWithAdamW:
