@@ -157,6 +157,16 @@ def validate(messages: list[Message], key: str = "conversations") -> list[Messag
     alternating starting with user; at least one non-empty assistant turn. Consecutive same-role
     turns are rejected rather than merged: merging would invent a turn boundary the data never had.
     """
+    check_turn_order(messages, key)
+    while messages and messages[-1]["role"] != "assistant":
+        messages = messages[:-1]
+    if not any(m["role"] == "assistant" and m["content"].strip() for m in messages):
+        raise ConversationError(key, "no non-empty assistant turn", "no_assistant_turn")
+    return messages
+
+
+def check_turn_order(messages: list[Message], key: str = "conversations") -> None:
+    """Known roles, an optional leading system message, then user/assistant alternating from user."""
     if not messages:
         raise ConversationError(key, "empty conversation", "empty_conversation")
     expected = "user"
@@ -179,11 +189,27 @@ def validate(messages: list[Message], key: str = "conversations") -> list[Messag
                 "same_role_turns" if same else "turn_order",
             )
         expected = "assistant" if role == "user" else "user"
-    while messages and messages[-1]["role"] != "assistant":
-        messages = messages[:-1]
-    if not any(m["role"] == "assistant" and m["content"].strip() for m in messages):
-        raise ConversationError(key, "no non-empty assistant turn", "no_assistant_turn")
-    return messages
+
+
+def to_prompt(record: Any, fmt: str = "auto") -> tuple[list[Message], str | None]:
+    """An RL prompt from a chat record: the conversation up to and including its last user turn, and the
+    assistant reply that follows it in the file, if any (MiniMind's RL files carry a placeholder there)."""
+    if not isinstance(record, dict):
+        raise ConversationError("<line>", f"expected a JSON object, got {type(record).__name__}", "not_object")
+    fmt = detect_format(record) if fmt == "auto" else fmt
+    key = "messages" if "messages" in record and "conversations" not in record else "conversations"
+    if fmt == "sharegpt":
+        messages = _from_sharegpt(record.get(key), key)
+    elif fmt == "messages":
+        messages = _from_role_content(record.get(key), key)
+    else:
+        raise ConversationError(key, "missing (an RL prompt needs conversations/messages)", "missing_field")
+    check_turn_order(messages, key)
+    last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
+    if last_user is None or not messages[last_user]["content"].strip():
+        raise ConversationError(key, "no non-empty user turn to use as the prompt", "no_user_turn")
+    reply = messages[last_user + 1]["content"] if last_user + 1 < len(messages) else None
+    return messages[: last_user + 1], reply
 
 
 def read_conversations(

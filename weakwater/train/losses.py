@@ -30,12 +30,16 @@ def weighted_token_ce(
     return (ce * w).sum(), w.sum()
 
 
-def sequence_logps(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row summed log-prob of the supervised targets and the number of such tokens."""
+def token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(B, T) log-prob of each target token (fp32), 0 where the target is ``IGNORE``."""
     mask = targets != IGNORE
     logp = torch.log_softmax(logits.float(), dim=-1)
-    picked = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return (picked * mask).sum(-1), mask.sum(-1)
+    return logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask
+
+
+def sequence_logps(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row summed log-prob of the supervised targets and the number of such tokens."""
+    return token_logps(logits, targets).sum(-1), (targets != IGNORE).sum(-1)
 
 
 @dataclass
@@ -76,3 +80,27 @@ def preference_loss(
     else:
         raise ValueError(f"unknown DPO loss {kind!r}; choose one of {', '.join(DPO_LOSSES)}")
     return PreferenceOutput(losses, (beta * chosen_ratio).detach(), (beta * rejected_ratio).detach())
+
+
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    targets: torch.Tensor,
+    weights: torch.Tensor,
+    temperature: float = 1.0,
+    alpha: float = 0.5,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """White-box distillation (Hinton et al. 2015): per supervised token,
+    ``alpha * tau^2 * KL(teacher_tau || student_tau) + (1 - alpha) * CE(student, target)``, where ``_tau`` is the
+    softmax at temperature tau (tau^2 keeps the soft term's gradient scale independent of tau). Returns
+    (sum of weight * loss, sum of weights) like :func:`weighted_token_ce`; the KL term is 0 when the teacher's
+    logits equal the student's."""
+    mask = (targets != IGNORE).flatten()
+    s = student_logits.flatten(0, 1)[mask].float()
+    t = teacher_logits.flatten(0, 1)[mask].float()
+    w = weights.flatten()[mask].to(s.dtype)
+    log_s = torch.log_softmax(s / temperature, dim=-1)
+    log_t = torch.log_softmax(t / temperature, dim=-1)
+    kl = (log_t.exp() * (log_t - log_s)).sum(-1) * temperature**2
+    ce = F.cross_entropy(s, targets.flatten()[mask], reduction="none")
+    return ((alpha * kl + (1 - alpha) * ce) * w).sum(), weights.flatten()[mask].sum().to(s.dtype)

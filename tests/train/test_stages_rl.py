@@ -1,0 +1,153 @@
+"""The RL stages on tiny CPU runs: metrics and plot, a custom reward steering behaviour, exact resume in the
+middle of a --ppo-epochs cycle, references (LoRA: adapters off; beta 0: none), online DPO."""
+
+from __future__ import annotations
+
+import json
+import signal
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from weakwater.tokenizer import load_tokenizer
+from weakwater.train.stages.online_dpo import OnlineDPOConfig, OnlineDPOStage
+from weakwater.train.stages.rl import RLConfig, RLStage
+from weakwater.train.trainer import Trainer
+
+DIGIT_REWARD = textwrap.dedent(
+    """
+    def digits(prompts, completions, completion_ids, **kwargs):
+        # share of reply characters that are digits
+        return [sum(ch.isdigit() for ch in c) / max(1, len(c)) for c in completions]
+    """
+)
+
+
+def prompts_file(path: Path, n: int = 16) -> Path:
+    rows = [{"prompt": f"What is {i} + {i + 1}?", "answer": str(2 * i + 1)} for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def rl_config(tmp_path: Path, model_dir: Path, name: str, **overrides) -> RLConfig:
+    fields = dict(
+        data=str(prompts_file(tmp_path / "prompts.jsonl")),
+        init=str(model_dir),
+        out=str(tmp_path / name),
+        device="cpu",
+        max_steps=4,
+        batch_size=2,
+        group_size=4,
+        max_new_tokens=8,
+        max_prompt_len=32,
+        lr=1e-3,
+        log_every=1,
+        eval_every=0,
+        save_every=0,
+        plot=False,
+        reward=["math", "format=0.5", "length=0.1", "repetition=0.1"],
+        length_limit=4,
+        repetition_n=1,
+        seed=3,
+    )
+    fields.update(overrides)
+    cfg = RLConfig(**fields)
+    cfg.validate()
+    return cfg
+
+
+def fit(cfg, tok, stage_cls=RLStage, stop_at: int | None = None) -> tuple[Trainer, RLStage]:
+    stage = stage_cls(cfg, tok)
+    trainer = Trainer(cfg, stage, tokenizer=tok)
+    if stop_at is not None:
+        step = trainer._train_step
+
+        def stepping():
+            result = step()
+            if trainer.step >= stop_at:
+                trainer.stop_signal = signal.SIGINT
+            return result
+
+        trainer._train_step = stepping
+    trainer.fit()
+    return trainer, stage
+
+
+def records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture
+def model_dir(tmp_path, make_model_dir):
+    return make_model_dir(tmp_path / "init", init_std=0.02)
+
+
+@pytest.fixture
+def tok(bpe_tokenizer_dir):
+    return load_tokenizer(bpe_tokenizer_dir)
+
+
+def test_rl_run_logs_every_metric_and_the_reward_curve(tmp_path, model_dir, tok):
+    cfg = rl_config(tmp_path, model_dir, "run", beta=0.1, ppo_epochs=2, val_data=str(tmp_path / "prompts.jsonl"),
+                    eval_limit=4, drop_equal_groups=False)  # fmt: skip
+    trainer, stage = fit(cfg, tok)
+    assert trainer.step == 4 and stage.ref_model is not None and stage.lora_model is None
+    steps = [r for r in records(tmp_path / "run") if "loss" in r]
+    keys = {"reward", "reward_math", "reward_format", "reward_length", "reward_repetition", "accuracy",
+            "completion_len", "kl", "clip_low", "clip_high", "entropy", "zero_adv_groups", "finished"}  # fmt: skip
+    assert len(steps) == 4 and all(keys <= r.keys() for r in steps)
+    assert steps[0]["kl"] == 0.0  # the policy is the reference before its first update
+    assert steps[1]["kl"] > 0 and steps[2]["kl"] > 0
+    evals = [r for r in records(tmp_path / "run") if "heldout_accuracy" in r]
+    assert evals and 0 <= evals[-1]["heldout_format"] <= 1
+    assert (tmp_path / "run" / "reward.png").stat().st_size > 1000
+
+
+def test_beta_zero_holds_no_reference_and_lora_uses_the_base(tmp_path, model_dir, tok):
+    _, stage = fit(rl_config(tmp_path, model_dir, "nobeta", max_steps=1), tok)
+    assert stage.ref_model is None and stage.lora_model is None
+    trainer, stage = fit(rl_config(tmp_path, model_dir, "lora", max_steps=2, beta=0.1, lora_rank=4), tok)
+    assert stage.ref_model is None and stage.lora_model is trainer.model
+    steps = [r for r in records(tmp_path / "lora") if "loss" in r]
+    assert steps[0]["kl"] == 0.0 and steps[1]["kl"] > 0  # adapters start at zero: policy == base
+
+
+def test_custom_reward_moves_behaviour_its_way(tmp_path, model_dir, tok):
+    (tmp_path / "digit_reward.py").write_text(DIGIT_REWARD)
+    cfg = rl_config(tmp_path, model_dir, "digits", max_steps=30, lr=1e-2, warmup_steps=0, batch_size=4,
+                    reward=[f"{tmp_path / 'digit_reward.py'}:digits"], max_new_tokens=6)  # fmt: skip
+    fit(cfg, tok)
+    rewards = [r["reward"] for r in records(tmp_path / "digits") if "loss" in r]
+    first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
+    assert last > first + 0.2, rewards
+
+
+def test_resume_in_the_middle_of_a_ppo_cycle_is_bitwise_equal(tmp_path, model_dir, tok):
+    kw = dict(max_steps=6, ppo_epochs=2, beta=0.05, save_every=0, drop_equal_groups=False)
+    fit(rl_config(tmp_path, model_dir, "full", **kw), tok)
+    trainer, _ = fit(rl_config(tmp_path, model_dir, "part", **kw), tok, stop_at=3)
+    assert trainer.interrupted and trainer.step == 3  # step 3 reuses the rollout of step 2
+    trainer, _ = fit(rl_config(tmp_path, model_dir, "part", resume=True, **kw), tok)
+    assert trainer.step == 6
+    a = load_file(str(tmp_path / "full" / "final" / "model.safetensors"))
+    b = load_file(str(tmp_path / "part" / "final" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_online_dpo_trains_on_best_and_worst_sampled_replies(tmp_path, model_dir, tok):
+    (tmp_path / "digit_reward.py").write_text(DIGIT_REWARD)
+    cfg = OnlineDPOConfig(
+        data=str(prompts_file(tmp_path / "prompts.jsonl")), init=str(model_dir), out=str(tmp_path / "odpo"),
+        device="cpu", max_steps=3, batch_size=2, group_size=4, max_new_tokens=6, max_prompt_len=32, lr=1e-3,
+        log_every=1, eval_every=0, save_every=0, plot=False, reward=[f"{tmp_path / 'digit_reward.py'}:digits"],
+    )  # fmt: skip
+    cfg.validate()
+    trainer, stage = fit(cfg, tok, OnlineDPOStage)
+    assert stage.ref_model is not None
+    steps = [r for r in records(tmp_path / "odpo") if "loss" in r]
+    assert len(steps) == 3 and all({"reward_margin", "pair_share", "reward"} <= r.keys() for r in steps)
+    # the first step's policy is the reference: the DPO loss is log 2 per pair
+    assert steps[0]["loss"] == pytest.approx(0.6931, abs=1e-3)
