@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from weakwater.data.sft import IGNORE
 from weakwater.infer.sampling import SamplingParams
 from weakwater.model.io import load_model
+from weakwater.model.loglik import IGNORE_INDEX
 from weakwater.rl.rollout import pack, sample_completions, sample_seed
 from weakwater.tokenizer import load_tokenizer
 
@@ -13,7 +13,7 @@ def test_pack_by_hand():
     batch = pack([[5, 6], [7]], [[8, 9, 2], [2]], pad_id=0)
     # sequences 5 6 8 9 2 / 7 2: inputs drop the last token; targets are the completion tokens only
     assert batch["input_ids"].tolist() == [[5, 6, 8, 9], [7, 0, 0, 0]]
-    assert batch["targets"].tolist() == [[IGNORE, 8, 9, 2], [2, IGNORE, IGNORE, IGNORE]]
+    assert batch["labels"].tolist() == [[IGNORE_INDEX, 8, 9, 2], [2, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX]]
     assert batch["mask"].tolist() == [[False, True, True, True], [True, False, False, False]]
 
 

@@ -10,7 +10,7 @@ import shutil
 import pytest
 import torch
 
-from weakwater.data.sft import IGNORE
+from weakwater.model.loglik import IGNORE_INDEX
 from weakwater.tokenizer import load_tokenizer
 from weakwater.train.config import ConfigError
 from weakwater.train.losses import distillation_loss
@@ -22,7 +22,7 @@ def test_distillation_loss_by_hand():
     # One supervised token with V = 2: student uniform, teacher logits (ln 3, 0) -> p_t = (3/4, 1/4).
     student = torch.zeros(1, 2, 2)
     teacher = torch.tensor([[[math.log(3), 0.0], [5.0, 0.0]]])
-    targets = torch.tensor([[0, IGNORE]])  # the second position must not count
+    targets = torch.tensor([[0, IGNORE_INDEX]])  # the second position must not count
     weights = torch.ones(1, 2)
     kl = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)
     ce = math.log(2)
@@ -38,7 +38,7 @@ def test_distillation_loss_by_hand():
 def test_kl_term_is_zero_when_teacher_is_student():
     logits = torch.randn(2, 5, 11)
     targets = torch.randint(0, 11, (2, 5))
-    targets[0, :2] = IGNORE
+    targets[0, :2] = IGNORE_INDEX
     total, count = distillation_loss(logits, logits.clone(), targets, torch.ones(2, 5), temperature=2.0, alpha=1.0)
     assert total.abs().item() < 1e-5 and count.item() == 8
 

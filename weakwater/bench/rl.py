@@ -27,9 +27,9 @@ from weakwater.bench.common import environment, format_table, peak_rss_mb, resol
 from weakwater.infer.sampling import SamplingParams
 from weakwater.model.config import PRESETS, preset
 from weakwater.model.llama import Transformer
+from weakwater.model.loglik import token_logprobs
 from weakwater.rl.grpo import policy_loss
 from weakwater.rl.rollout import pack, sample_completions
-from weakwater.train.losses import token_logps
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -86,14 +86,14 @@ def rl_step(
 
     def ref() -> torch.Tensor:
         with torch.no_grad():
-            return token_logps(reference(batch["input_ids"]), batch["targets"])
+            return token_logprobs(reference(batch["input_ids"]), batch["labels"])
 
     t_ref, ref_logp = _timed(ref, device)
     advantages = torch.randn(len(seeds), device=device)
 
     def update() -> None:
         model.train()
-        logp = token_logps(model(batch["input_ids"]), batch["targets"])
+        logp = token_logprobs(model(batch["input_ids"]), batch["labels"])
         out = policy_loss(logp, None, advantages, batch["mask"], ref_logp, beta=0.04)
         (out.loss / out.count).backward()
         optimizer.step()

@@ -20,7 +20,7 @@ from weakwater.data.dpo import to_pair
 from weakwater.data.jsonl import read_jsonl
 from weakwater.data.sft import tokenize_conversation
 from weakwater.infer import Generator, SamplingParams, chat_stop_ids
-from weakwater.train.losses import sequence_logps
+from weakwater.model.loglik import IGNORE_INDEX, sequence_logprobs
 
 TRAILING_PUNCT = " \t\r\n.,!?;:。，！？；：、\"'”’)）"
 # A well-formed R1 answer: one think block, then one answer block, nothing outside them.
@@ -139,9 +139,9 @@ def pair_logps(
         for messages in (chosen, rejected):
             ids, mask = tokenize_conversation(tokenizer, messages, last_turn_only=True)
             ids, mask = ids[-max_len:], mask[-max_len:]
-            targets = torch.tensor([t if m else -100 for t, m in zip(ids[1:], mask[1:])], device=device)
+            labels = torch.tensor([t if m else IGNORE_INDEX for t, m in zip(ids[1:], mask[1:])], device=device)
             logits = model(torch.tensor([ids[:-1]], device=device))
-            total, count = sequence_logps(logits, targets[None])
+            total, count = sequence_logprobs(logits, labels[None])
             pair.append(total[0] / count[0].clamp(min=1) if per_token else total[0])
         rows.append(torch.stack(pair))
     return torch.stack(rows).cpu()

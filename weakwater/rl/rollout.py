@@ -19,11 +19,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from weakwater.data.sft import IGNORE
 from weakwater.infer.fast import FastDecoder, supports_fast_path
 from weakwater.infer.generate import BatchDecoder
 from weakwater.infer.sampling import SamplingParams
 from weakwater.model.llama import Transformer
+from weakwater.model.loglik import IGNORE_INDEX
 
 
 def sample_seed(seed: int, *keys: int) -> int:
@@ -79,14 +79,14 @@ def sample_completions(
 def pack(
     prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], pad_id: int
 ) -> dict[str, torch.Tensor]:
-    """Right-padded ``input_ids`` (N, T) and next-token ``targets`` (N, T): the completion tokens are the
-    targets, everything else is ``IGNORE``; ``mask`` marks the completion targets."""
+    """Right-padded ``input_ids`` (N, T) and next-token ``labels`` (N, T): the completion tokens are the
+    labels, everything else is ``IGNORE_INDEX``; ``mask`` marks the completion labels."""
     seqs = [list(p) + list(c) for p, c in zip(prompt_ids, completion_ids, strict=True)]
     width = max(len(s) for s in seqs) - 1
     input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    targets = torch.full((len(seqs), width), IGNORE, dtype=torch.long)
+    labels = torch.full((len(seqs), width), IGNORE_INDEX, dtype=torch.long)
     for i, (p, s) in enumerate(zip(prompt_ids, seqs)):
         input_ids[i, : len(s) - 1] = torch.tensor(s[:-1], dtype=torch.long)
         start = len(p) - 1  # the position whose next token is the first completion token
-        targets[i, start : len(s) - 1] = torch.tensor(s[len(p) :], dtype=torch.long)
-    return {"input_ids": input_ids, "targets": targets, "mask": targets != IGNORE}
+        labels[i, start : len(s) - 1] = torch.tensor(s[len(p) :], dtype=torch.long)
+    return {"input_ids": input_ids, "labels": labels, "mask": labels != IGNORE_INDEX}

@@ -16,30 +16,23 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from weakwater.data.sft import IGNORE
+from weakwater.model.loglik import IGNORE_INDEX, token_logprobs
 
 DPO_LOSSES = ("sigmoid", "ipo", "simpo")
 
 
-def weighted_token_ce(
-    logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor
+def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed negative log-likelihood of the scored labels, how many were scored): pretraining's loss."""
+    return -token_logprobs(logits, labels).sum(), (labels != IGNORE_INDEX).sum().float()
+
+
+def weighted_token_nll(
+    logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sum of weight * cross-entropy, sum of weights); targets equal to -100 carry no loss."""
-    ce = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="none")
-    w = weights.flatten().to(ce.dtype)
-    return (ce * w).sum(), w.sum()
-
-
-def token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """(B, T) log-prob of each target token (fp32), 0 where the target is ``IGNORE``."""
-    mask = targets != IGNORE
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    return logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask
-
-
-def sequence_logps(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row summed log-prob of the supervised targets and the number of such tokens."""
-    return token_logps(logits, targets).sum(-1), (targets != IGNORE).sum(-1)
+    """(sum of weight x negative log-likelihood, sum of weights): SFT (weights 0/1) and distillation
+    (tag tokens weighted up). Ignored labels score 0 whatever their weight."""
+    w = weights.to(torch.float32)
+    return -(token_logprobs(logits, labels) * w).sum(), w.sum()
 
 
 @dataclass
@@ -85,22 +78,22 @@ def preference_loss(
 def distillation_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
-    targets: torch.Tensor,
+    labels: torch.Tensor,
     weights: torch.Tensor,
     temperature: float = 1.0,
     alpha: float = 0.5,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """White-box distillation (Hinton et al. 2015): per supervised token,
-    ``alpha * tau^2 * KL(teacher_tau || student_tau) + (1 - alpha) * CE(student, target)``, where ``_tau`` is the
+    """White-box distillation (Hinton et al. 2015): per scored token,
+    ``alpha * tau^2 * KL(teacher_tau || student_tau) - (1 - alpha) * log p(label)``, where ``_tau`` is the
     softmax at temperature tau (tau^2 keeps the soft term's gradient scale independent of tau). Returns
-    (sum of weight * loss, sum of weights) like :func:`weighted_token_ce`; the KL term is 0 when the teacher's
-    logits equal the student's."""
-    mask = (targets != IGNORE).flatten()
+    (sum of weight * loss, sum of weights) like :func:`weighted_token_nll`; the KL term is 0 when the
+    teacher's logits equal the student's."""
+    nll, count = weighted_token_nll(student_logits, labels, weights)
+    mask = (labels != IGNORE_INDEX).flatten()
     s = student_logits.flatten(0, 1)[mask].float()
     t = teacher_logits.flatten(0, 1)[mask].float()
-    w = weights.flatten()[mask].to(s.dtype)
+    w = weights.flatten()[mask].to(torch.float32)
     log_s = torch.log_softmax(s / temperature, dim=-1)
     log_t = torch.log_softmax(t / temperature, dim=-1)
     kl = (log_t.exp() * (log_t - log_s)).sum(-1) * temperature**2
-    ce = F.cross_entropy(s, targets.flatten()[mask], reduction="none")
-    return ((alpha * kl + (1 - alpha) * ce) * w).sum(), weights.flatten()[mask].sum().to(s.dtype)
+    return alpha * (kl * w).sum() + (1 - alpha) * nll, count

@@ -22,9 +22,11 @@ import torch
 
 from weakwater.data.sft import tag_token_ids
 from weakwater.model.io import file_sha256, load_model
+from weakwater.model.loglik import IGNORE_INDEX
 from weakwater.train.config import ConfigError
 from weakwater.train.losses import distillation_loss
-from weakwater.train.stages.sft import SFTConfig, SFTStage, say
+from weakwater.train.stage import StageContext
+from weakwater.train.stages.sft import SFTConfig, SFTStage
 
 
 @dataclass
@@ -77,38 +79,41 @@ class DistillStage(SFTStage):
     name = "distill"
 
     def __init__(self, cfg: DistillConfig, tokenizer: Any) -> None:
-        tags = tag_token_ids(tokenizer)
-        if len(tags) < 4:
-            say(f"distill: the tokenizer has {len(tags)} of the 4 think/answer tag tokens; only those get --tag-weight")
-        super().__init__(cfg, tokenizer, tags, cfg.tag_weight)
+        self.tags = tag_token_ids(tokenizer)
+        super().__init__(cfg, tokenizer, self.tags, cfg.tag_weight)
         self.cfg: DistillConfig = cfg
         self.teacher: torch.nn.Module | None = None
         if cfg.teacher is not None:
             check_same_tokenizer(cfg.teacher, tokenizer)
 
-    def setup(self, trainer: Any) -> None:
-        super().setup(trainer)
+    def setup(self, ctx: StageContext) -> None:
+        super().setup(ctx)
+        if len(self.tags) < 4:
+            ctx.say(
+                f"distill: the tokenizer has {len(self.tags)} of the 4 think/answer tag tokens; only those get --tag-weight"
+            )
         if self.cfg.teacher is None:
             return
-        device = next(trainer.model.parameters()).device
-        teacher = load_model(self.cfg.teacher, device=device)
-        if teacher.config.vocab_size != trainer.model.config.vocab_size:
+        teacher = load_model(self.cfg.teacher, device=ctx.device)
+        if teacher.config.vocab_size != ctx.model.config.vocab_size:
             raise ConfigError(
                 f"--teacher {self.cfg.teacher} has vocab_size {teacher.config.vocab_size}, the student "
-                f"{trainer.model.config.vocab_size}: logit distillation needs the same vocabulary"
+                f"{ctx.model.config.vocab_size}: logit distillation needs the same vocabulary"
             )
         if self.cfg.teacher_dtype == "bf16":
             teacher = teacher.to(torch.bfloat16)
         self.teacher = teacher.eval().requires_grad_(False)
-        say(f"distill: teacher {self.cfg.teacher} (alpha {self.cfg.kd_alpha}, tau {self.cfg.kd_temperature})")
+        ctx.say(f"distill: teacher {self.cfg.teacher} (alpha {self.cfg.kd_alpha}, tau {self.cfg.kd_temperature})")
 
-    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], **_: Any) -> tuple[torch.Tensor, ...]:
+    def loss(
+        self, model: torch.nn.Module, batch: dict[str, torch.Tensor], *, train: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor, dict]:
         if self.teacher is None:
-            return super().loss(model, batch)
+            return super().loss(model, batch, train=train)
         logits = model(batch["input_ids"])
         with torch.no_grad():
             teacher_logits = self.teacher(batch["input_ids"])
         total, weight = distillation_loss(
-            logits, teacher_logits, batch["targets"], batch["weights"], self.cfg.kd_temperature, self.cfg.kd_alpha
+            logits, teacher_logits, batch["labels"], batch["weights"], self.cfg.kd_temperature, self.cfg.kd_alpha
         )
-        return total, weight, {"loss_tokens": float((batch["targets"] != -100).sum())}
+        return total, weight, {"loss_tokens": (batch["labels"] != IGNORE_INDEX).sum().float()}

@@ -15,10 +15,11 @@ from typing import Any
 import torch
 
 from weakwater.infer.sampling import SamplingParams
+from weakwater.model.loglik import sequence_logprobs
 from weakwater.rl.rewards import score
 from weakwater.rl.rollout import pack, sample_completions, sample_seed
 from weakwater.train.config import ConfigError
-from weakwater.train.losses import DPO_LOSSES, preference_loss, sequence_logps
+from weakwater.train.losses import DPO_LOSSES, preference_loss
 from weakwater.train.stages.rl import RLConfig, RLStage, last_user_text
 
 
@@ -89,7 +90,7 @@ class OnlineDPOStage(RLStage):
         packed = {k: v.to(ctx.device) for k, v in packed.items()}
         out: dict[str, Any] = {**packed, "pairs": len(pairs), "empty": empty}
         if self.ref_model is not None or self.lora_model is not None:
-            ref = self._reference_logps(packed["input_ids"], packed["targets"]).sum(-1)
+            ref = self._reference_logps(packed["input_ids"], packed["labels"]).sum(-1)
             out["ref_chosen"], out["ref_rejected"] = ref[: len(pairs)], ref[len(pairs) :]
         metrics = {f"reward_{k}": v.nanmean() for k, v in parts.items() if not v.isnan().all()}
         metrics["reward"] = total.mean()
@@ -104,7 +105,7 @@ class OnlineDPOStage(RLStage):
         self, model: torch.nn.Module, batch: dict[str, Any], *, train: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor, dict]:
         n = batch["pairs"]
-        logps, lengths = sequence_logps(model(batch["input_ids"]), batch["targets"])
+        logps, lengths = sequence_logprobs(model(batch["input_ids"]), batch["labels"])
         out = preference_loss(
             self.cfg.loss_type,
             logps[:n],

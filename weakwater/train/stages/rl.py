@@ -28,12 +28,12 @@ import torch
 from weakwater.data.prompts import PromptDataset, collate_prompts
 from weakwater.infer.sampling import SamplingParams
 from weakwater.model.io import load_model
+from weakwater.model.loglik import token_logprobs
 from weakwater.model.lora import lora_disabled, lora_modules
 from weakwater.rl.grpo import LOSS_AGGREGATIONS, equal_groups, group_advantages, policy_loss, token_entropy
 from weakwater.rl.rewards import parse_rewards, score
 from weakwater.rl.rollout import pack, sample_completions, sample_seed
 from weakwater.train.config import ConfigError, TrainConfig
-from weakwater.train.losses import token_logps
 
 
 @dataclass
@@ -175,12 +175,12 @@ class RLStage:
     def needs_reference(self) -> bool:
         return self.cfg.beta > 0  # beta 0 holds no reference model at all
 
-    def _reference_logps(self, input_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def _reference_logps(self, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.lora_model is not None:
             with lora_disabled(self.lora_model):
-                return token_logps(self.lora_model(input_ids), targets)
+                return token_logprobs(self.lora_model(input_ids), labels)
         assert self.ref_model is not None, "setup() loads the reference when --beta > 0"
-        return token_logps(self.ref_model(input_ids), targets)
+        return token_logprobs(self.ref_model(input_ids), labels)
 
     def rollout(self, ctx: Any, batch: dict[str, Any]) -> dict[str, Any]:
         """Generate, score and pack one micro-batch (or hand back the stored one on a reuse step)."""
@@ -234,9 +234,9 @@ class RLStage:
         packed = {k: v.to(device) for k, v in packed.items()}
         out: dict[str, Any] = {**packed, "advantages": advantages[rows].float().to(device), "empty": empty}
         if cfg.ppo_epochs > 1:
-            out["old_logp"] = token_logps(model(packed["input_ids"]), packed["targets"]).float()
+            out["old_logp"] = token_logprobs(model(packed["input_ids"]), packed["labels"]).float()
         if self.ref_model is not None or self.lora_model is not None:
-            out["ref_logp"] = self._reference_logps(packed["input_ids"], packed["targets"]).float()
+            out["ref_logp"] = self._reference_logps(packed["input_ids"], packed["labels"]).float()
         lengths = torch.tensor([len(c) for c in done.completion_ids], dtype=torch.float64)
         metrics = {f"reward_{name}": values.nanmean() for name, values in parts.items() if not values.isnan().all()}
         metrics["reward"] = total.mean()
@@ -253,7 +253,7 @@ class RLStage:
     ) -> tuple[torch.Tensor, torch.Tensor, dict]:
         cfg = self.cfg
         logits = model(batch["input_ids"])
-        logp = token_logps(logits, batch["targets"])
+        logp = token_logprobs(logits, batch["labels"])
         out = policy_loss(
             logp,
             batch.get("old_logp"),
