@@ -23,7 +23,7 @@ def test_distillation_loss_by_hand():
     student = torch.zeros(1, 2, 2)
     teacher = torch.tensor([[[math.log(3), 0.0], [5.0, 0.0]]])
     targets = torch.tensor([[0, IGNORE_INDEX]])  # the second position must not count
-    weights = torch.ones(1, 2)
+    weights = torch.tensor([[1.0, 0.0]])  # the collator's weights: 0 where nothing is scored
     kl = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)
     ce = math.log(2)
     total, count = distillation_loss(student, teacher, targets, weights, temperature=1.0, alpha=0.5)
@@ -39,7 +39,8 @@ def test_kl_term_is_zero_when_teacher_is_student():
     logits = torch.randn(2, 5, 11)
     targets = torch.randint(0, 11, (2, 5))
     targets[0, :2] = IGNORE_INDEX
-    total, count = distillation_loss(logits, logits.clone(), targets, torch.ones(2, 5), temperature=2.0, alpha=1.0)
+    weights = (targets != IGNORE_INDEX).float()
+    total, count = distillation_loss(logits, logits.clone(), targets, weights, temperature=2.0, alpha=1.0)
     assert total.abs().item() < 1e-5 and count.item() == 8
 
 

@@ -17,11 +17,12 @@ from weakwater.train.stages.online_dpo import OnlineDPOConfig, OnlineDPOStage
 from weakwater.train.stages.rl import RLConfig, RLStage
 from weakwater.train.trainer import Trainer
 
-DIGIT_REWARD = textwrap.dedent(
+# A user reward in TRL's convention: the share of reply tokens among ids 100-149 (about 7% for the random
+# initial model), so the groups' rewards differ and a policy that learns shows it.
+CUSTOM_REWARD = textwrap.dedent(
     """
-    def digits(prompts, completions, completion_ids, **kwargs):
-        # share of reply characters that are digits
-        return [sum(ch.isdigit() for ch in c) / max(1, len(c)) for c in completions]
+    def band(prompts, completions, completion_ids, **kwargs):
+        return [sum(100 <= t < 150 for t in ids) / max(1, len(ids)) for ids in completion_ids]
     """
 )
 
@@ -91,8 +92,10 @@ def tok(bpe_tokenizer_dir):
 
 
 def test_rl_run_logs_every_metric_and_the_reward_curve(tmp_path, model_dir, tok):
+    (tmp_path / "band_reward.py").write_text(CUSTOM_REWARD)
+    rewards = ["math", "format=0.5", "length=0.1", "repetition=0.1", f"{tmp_path / 'band_reward.py'}:band"]
     cfg = rl_config(tmp_path, model_dir, "run", beta=0.1, ppo_epochs=2, val_data=str(tmp_path / "prompts.jsonl"),
-                    eval_limit=4, drop_equal_groups=False)  # fmt: skip
+                    eval_limit=4, drop_equal_groups=False, reward=rewards)  # fmt: skip
     trainer, stage = fit(cfg, tok)
     assert trainer.step == 4 and stage.ref_model is not None and stage.lora_model is None
     steps = [r for r in records(tmp_path / "run") if "loss" in r]
@@ -109,24 +112,27 @@ def test_rl_run_logs_every_metric_and_the_reward_curve(tmp_path, model_dir, tok)
 def test_beta_zero_holds_no_reference_and_lora_uses_the_base(tmp_path, model_dir, tok):
     _, stage = fit(rl_config(tmp_path, model_dir, "nobeta", max_steps=1), tok)
     assert stage.ref_model is None and stage.lora_model is None
-    trainer, stage = fit(rl_config(tmp_path, model_dir, "lora", max_steps=2, beta=0.1, lora_rank=4), tok)
+    (tmp_path / "band_reward.py").write_text(CUSTOM_REWARD)
+    band = [f"{tmp_path / 'band_reward.py'}:band"]
+    trainer, stage = fit(rl_config(tmp_path, model_dir, "lora", max_steps=2, beta=0.1, lora_rank=4, reward=band), tok)
     assert stage.ref_model is None and stage.lora_model is trainer.model
     steps = [r for r in records(tmp_path / "lora") if "loss" in r]
     assert steps[0]["kl"] == 0.0 and steps[1]["kl"] > 0  # adapters start at zero: policy == base
 
 
 def test_custom_reward_moves_behaviour_its_way(tmp_path, model_dir, tok):
-    (tmp_path / "digit_reward.py").write_text(DIGIT_REWARD)
+    (tmp_path / "band_reward.py").write_text(CUSTOM_REWARD)
     cfg = rl_config(tmp_path, model_dir, "digits", max_steps=30, lr=1e-2, warmup_steps=0, batch_size=4,
-                    reward=[f"{tmp_path / 'digit_reward.py'}:digits"], max_new_tokens=6)  # fmt: skip
+                    reward=[f"{tmp_path / 'band_reward.py'}:band"], max_new_tokens=6)  # fmt: skip
     fit(cfg, tok)
     rewards = [r["reward"] for r in records(tmp_path / "digits") if "loss" in r]
     first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
-    assert last > first + 0.2, rewards
+    assert last > first + 0.1, rewards
 
 
 def test_resume_in_the_middle_of_a_ppo_cycle_is_bitwise_equal(tmp_path, model_dir, tok):
-    kw = dict(max_steps=6, ppo_epochs=2, beta=0.05, save_every=0, drop_equal_groups=False)
+    (tmp_path / "band_reward.py").write_text(CUSTOM_REWARD)
+    kw = dict(max_steps=6, ppo_epochs=2, beta=0.05, save_every=0, reward=[f"{tmp_path / 'band_reward.py'}:band"])
     fit(rl_config(tmp_path, model_dir, "full", **kw), tok)
     trainer, _ = fit(rl_config(tmp_path, model_dir, "part", **kw), tok, stop_at=3)
     assert trainer.interrupted and trainer.step == 3  # step 3 reuses the rollout of step 2
@@ -138,11 +144,11 @@ def test_resume_in_the_middle_of_a_ppo_cycle_is_bitwise_equal(tmp_path, model_di
 
 
 def test_online_dpo_trains_on_best_and_worst_sampled_replies(tmp_path, model_dir, tok):
-    (tmp_path / "digit_reward.py").write_text(DIGIT_REWARD)
+    (tmp_path / "band_reward.py").write_text(CUSTOM_REWARD)
     cfg = OnlineDPOConfig(
         data=str(prompts_file(tmp_path / "prompts.jsonl")), init=str(model_dir), out=str(tmp_path / "odpo"),
         device="cpu", max_steps=3, batch_size=2, group_size=4, max_new_tokens=6, max_prompt_len=32, lr=1e-3,
-        log_every=1, eval_every=0, save_every=0, plot=False, reward=[f"{tmp_path / 'digit_reward.py'}:digits"],
+        log_every=1, eval_every=0, save_every=0, plot=False, reward=[f"{tmp_path / 'band_reward.py'}:band"],
     )  # fmt: skip
     cfg.validate()
     trainer, stage = fit(cfg, tok, OnlineDPOStage)
