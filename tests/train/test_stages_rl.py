@@ -4,7 +4,10 @@ middle of a --ppo-epochs cycle, references (LoRA: adapters off; beta 0: none), o
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -16,6 +19,9 @@ from weakwater.tokenizer import load_tokenizer
 from weakwater.train.stages.online_dpo import OnlineDPOConfig, OnlineDPOStage
 from weakwater.train.stages.rl import RLConfig, RLStage
 from weakwater.train.trainer import Trainer
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = Path(__file__).with_name("rl_run.py")
 
 # A user reward in TRL's convention: the share of reply tokens among ids 100-149 (about 7% for the random
 # initial model), so the groups' rewards differ and a policy that learns shows it.
@@ -157,3 +163,29 @@ def test_online_dpo_trains_on_best_and_worst_sampled_replies(tmp_path, model_dir
     assert len(steps) == 3 and all({"reward_margin", "pair_share", "reward"} <= r.keys() for r in steps)
     # the first step's policy is the reference: the DPO loss is log 2 per pair
     assert steps[0]["loss"] == pytest.approx(0.6931, abs=1e-3)
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_match_one_process(tmp_path, model_dir):
+    """Each rank generates for its own prompts (batch 1 each) = one process with batch 2: same samples (the
+    seeds follow the prompts), same losses and metrics up to float rounding, same weights."""
+    prompts = prompts_file(tmp_path / "prompts.jsonl")
+    env = {**os.environ, "WEAKWATER_NO_PROGRESS": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    common = [str(model_dir), str(prompts)]
+    one = subprocess.run([sys.executable, str(SCRIPT), *common, str(tmp_path / "one"), "batch_size=2", "max_steps=4"],
+                         env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert one.returncode == 0, one.stderr[-3000:]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(SCRIPT)]
+    two = subprocess.run([*cmd, *common, str(tmp_path / "two"), "batch_size=1", "max_steps=4"],
+                         env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert two.returncode == 0, (two.stdout + two.stderr)[-3000:]
+    a = [r for r in records(tmp_path / "one") if "loss" in r]
+    b = [r for r in records(tmp_path / "two") if "loss" in r]
+    assert len(a) == len(b) == 4
+    for x, y in zip(a, b):
+        # (kl, clip and entropy are per-rank token means averaged over ranks: not the 1-process token mean)
+        for key in ("loss", "grad_norm", "reward", "completion_len", "zero_adv_groups"):
+            assert x[key] == pytest.approx(y[key], abs=1e-5), (key, x, y)
+    wa = load_file(str(tmp_path / "one" / "final" / "model.safetensors"))
+    wb = load_file(str(tmp_path / "two" / "final" / "model.safetensors"))
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
