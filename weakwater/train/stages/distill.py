@@ -90,7 +90,8 @@ class DistillStage(SFTStage):
         super().setup(ctx)
         if len(self.tags) < 4:
             ctx.say(
-                f"distill: the tokenizer has {len(self.tags)} of the 4 think/answer tag tokens; only those get --tag-weight"
+                f"distill: the tokenizer has {len(self.tags)} of the 4 think/answer tag tokens; "
+                "only those get --tag-weight"
             )
         if self.cfg.teacher is None:
             return
