@@ -22,8 +22,11 @@ def test_documented_custom_stage_trains(tmp_path, make_model_dir):
     model_dir = make_model_dir(tmp_path / "init", init_std=0.02)
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": f"Say {i}."}) + "\n" for i in range(8)))
-    cfg = RLConfig(data=str(prompts), init=str(model_dir), out=str(tmp_path / "short"), max_steps=2, batch_size=2, max_prompt_len=64, max_new_tokens=32,
-                   device="cpu", log_every=1, eval_every=0, save_every=0, plot=False, reward=["length"])  # fmt: skip
+    cfg = RLConfig(
+        data=str(prompts), init=str(model_dir), out=str(tmp_path / "short"), max_steps=2, batch_size=2,
+        max_prompt_len=64, max_new_tokens=32, device="cpu", log_every=1, eval_every=0, save_every=0, plot=False,
+        reward=["length"],
+    )  # fmt: skip
     tok = load_tokenizer(model_dir)
     trainer = Trainer(cfg, namespace["ShortReplies"](cfg, tok), tokenizer=tok)
     trainer.fit()
