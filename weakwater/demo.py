@@ -45,7 +45,6 @@ class Plan:
     distill_steps: int = 1200
     dpo_steps: int = 300  # at 100 steps the per-token preference of rambling pairs had not moved (seed 1)
     lora_steps: int = 1200  # at 200 steps the adapter had not learnt the domain facts (recall < 75%)
-    rl_steps: int = 60
     batch_size: int = 16
     eval_limit: int | None = None  # rows per eval file (None: all)
 
@@ -61,13 +60,12 @@ FAST = Plan(
     distill_steps=20,
     dpo_steps=10,
     lora_steps=20,
-    rl_steps=4,
     batch_size=8,
     eval_limit=16,
 )
 
 
-PARTS = ("data", "tokenizer", "shards", "pretrain", "sft", "distill", "rl", "dpo", "lora")
+PARTS = ("data", "tokenizer", "shards", "pretrain", "sft", "distill", "dpo", "lora")
 
 
 def scaled(plan: Plan, steps_scale: float, eval_limit: int | None) -> Plan:
@@ -199,28 +197,6 @@ def replay_mix(dest: Path, main: Path, replay: Path, share: float, seed: int) ->
     return dest
 
 
-def rl_stage(plan: Plan, out: Path, data: Path, tok: Any, distilled: dict[str, Any]) -> dict[str, Any]:
-    """GRPO from the distilled model on the R1 training problems (reward: the final answer is right, plus a
-    little for the think/answer format), scored on the held-out multi-step problems. A branch: DPO still
-    starts from the distilled model, so the rest of the demo is unchanged."""
-    from weakwater.train.stages.rl import RLConfig, RLStage
-
-    cfg = RLConfig(data=str(data / "r1.jsonl"), val_data=str(data / "eval_reasoning.jsonl"),
-                   init=str(out / "distill" / "final"), max_steps=plan.rl_steps, lr=2e-5, warmup_steps=0,
-                   batch_size=8, group_size=8, max_new_tokens=plan.model["max_seq_len"] - 96, max_prompt_len=96,
-                   reward=["math", "format=0.2"], eval_limit=plan.eval_limit or 100,
-                   **{**_common(plan, out, "rl"), "batch_size": 8, "eval_every": max(1, plan.rl_steps // 3),
-                      "log_every": 1})  # fmt: skip
-    model = load_model(_fit(cfg, RLStage(cfg, tok), tok))
-    after = run_task(model, tok, data / "eval_reasoning.jsonl", max_new_tokens=160, limit=plan.eval_limit)
-    curve = [json.loads(line) for line in (out / "rl" / "metrics.jsonl").read_text().splitlines()]
-    return {
-        "reasoning": {"before": distilled, "after": after},
-        "curve": [{k: r[k] for k in ("step", "reward", "accuracy") if k in r} for r in curve if "reward" in r],
-        "heldout": [{"step": r["step"], "accuracy": r["heldout_accuracy"]} for r in curve if "heldout_accuracy" in r],
-    }
-
-
 def _fit(cfg: Any, stage: Any, tokenizer: Any) -> Path:
     from weakwater.train.trainer import Trainer
 
@@ -323,10 +299,6 @@ def run_demo(
         }
     }
     t = lap("distill", t)
-
-    # --- RL (GRPO) on the multi-step problems, from the distilled model
-    results["rl"] = rl_stage(plan, out, data, tok, results["distill"]["reasoning"]["after"])
-    t = lap("rl", t)
 
     # --- DPO (reference = distill model, log-probs precomputed once)
     cfg = DPOConfig(data=str(data / "dpo.jsonl"), val_data=str(data / "dpo_eval.jsonl"),

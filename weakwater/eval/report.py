@@ -26,7 +26,6 @@ def headline_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, bool]]:
                  _pct(d["after"]["format_rate"]), d["after"]["format_rate"] > d["before"]["format_rate"]))  # fmt: skip
     rows.append(("distill", "multi-step accuracy", _pct(d["before"]["accuracy"]), _pct(d["after"]["accuracy"]),
                  d["after"]["accuracy"] > d["before"]["accuracy"]))  # fmt: skip
-    rows += rl_rows(r)
     dp = r["dpo"]
     before, after = dp["preference_per_token"]["before"]["accuracy"], dp["preference_per_token"]["after"]["accuracy"]
     rows.append(("dpo", "held-out preference accuracy (per-token log-prob)", _pct(before), _pct(after), after > before))
@@ -42,20 +41,6 @@ def headline_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, bool]]:
         before, after = lo[key]["before"]["accuracy"], lo[key]["after"]["accuracy"]
         rows.append(("lora", label, _pct(before), _pct(after), after >= before - 0.10))
     return rows
-
-
-def rl_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, bool]]:
-    """The RL stage's rows: held-out greedy multi-step accuracy (target: +10 points or >= 90%) and format."""
-    if "rl" not in r:
-        return []
-    before, after = r["rl"]["reasoning"]["before"], r["rl"]["reasoning"]["after"]
-    acc_ok = after["accuracy"] >= min(before["accuracy"] + 0.10, 0.90)
-    return [
-        ("rl", "multi-step accuracy (target +10 points or >= 90%)", _pct(before["accuracy"]),
-         _pct(after["accuracy"]), acc_ok),
-        ("rl", "well-formed think/answer (target >= 95%)", _pct(before["format_rate"]), _pct(after["format_rate"]),
-         after["format_rate"] >= 0.95),
-    ]  # fmt: skip
 
 
 def _lora_probe_text(lora: dict[str, Any]) -> list[str]:
@@ -119,8 +104,6 @@ def render(r: dict[str, Any]) -> str:
         "",
     ]
     lines += [f"![{s}]({s}/loss.png)" for s in ("pretrain", "sft", "distill", "dpo", "lora")]
-    if "rl" in r:
-        lines += ["", "RL (GRPO) rewards and held-out greedy accuracy per step:", "", "![rl](rl/reward.png)"]
     lines += ["", "## Pretrained model samples (greedy)", ""]
     lines += [f"- `{s!r}`" for s in p["samples"]]
     lines += ["", "## Example generations", ""]
