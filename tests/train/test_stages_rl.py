@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -66,19 +65,12 @@ def rl_config(tmp_path: Path, model_dir: Path, name: str, **overrides) -> RLConf
     return cfg
 
 
-def fit(cfg, tok, stage_cls=RLStage, stop_at: int | None = None) -> tuple[Trainer, RLStage]:
+def fit(cfg, tok, stage_cls=RLStage, interrupt=None) -> tuple[Trainer, RLStage]:
+    """Train; ``interrupt=(interrupt_after, n)`` stops after n steps as Ctrl-C would."""
     stage = stage_cls(cfg, tok)
     trainer = Trainer(cfg, stage, tokenizer=tok)
-    if stop_at is not None:
-        step = trainer._train_step
-
-        def stepping():
-            result = step()
-            if trainer.step >= stop_at:
-                trainer.stop_signal = signal.SIGINT
-            return result
-
-        trainer._train_step = stepping
+    if interrupt is not None:
+        interrupt[0](trainer, interrupt[1])
     trainer.fit()
     return trainer, stage
 
@@ -136,11 +128,11 @@ def test_custom_reward_moves_behaviour_its_way(tmp_path, model_dir, tok):
     assert last > first + 0.1, rewards
 
 
-def test_resume_in_the_middle_of_a_ppo_cycle_is_bitwise_equal(tmp_path, model_dir, tok):
+def test_resume_in_the_middle_of_a_ppo_cycle_is_bitwise_equal(tmp_path, model_dir, tok, interrupt_after):
     (tmp_path / "band_reward.py").write_text(CUSTOM_REWARD)
     kw = dict(max_steps=6, ppo_epochs=2, beta=0.05, save_every=0, reward=[f"{tmp_path / 'band_reward.py'}:band"])
     fit(rl_config(tmp_path, model_dir, "full", **kw), tok)
-    trainer, _ = fit(rl_config(tmp_path, model_dir, "part", **kw), tok, stop_at=3)
+    trainer, _ = fit(rl_config(tmp_path, model_dir, "part", **kw), tok, interrupt=(interrupt_after, 3))
     assert trainer.interrupted and trainer.step == 3  # step 3 reuses the rollout of step 2
     trainer, _ = fit(rl_config(tmp_path, model_dir, "part", resume=True, **kw), tok)
     assert trainer.step == 6

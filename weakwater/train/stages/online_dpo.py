@@ -19,7 +19,8 @@ from weakwater.model.loglik import sequence_logprobs
 from weakwater.rl.rewards import score
 from weakwater.rl.rollout import pack, sample_completions, sample_seed
 from weakwater.train.config import ConfigError
-from weakwater.train.losses import DPO_LOSSES, preference_loss
+from weakwater.train.losses import preference_loss
+from weakwater.train.stages.dpo import preference_problems
 from weakwater.train.stages.rl import RLConfig, RLStage, last_user_text
 
 
@@ -34,11 +35,7 @@ class OnlineDPOConfig(RLConfig):
 
     def validate(self) -> None:
         super().validate()
-        problems = []
-        if self.loss_type not in DPO_LOSSES:
-            problems.append(f"--loss-type must be one of {', '.join(DPO_LOSSES)}, got {self.loss_type!r}")
-        if self.beta <= 0:
-            problems.append(f"--beta must be > 0, got {self.beta}")
+        problems = preference_problems(self.loss_type, self.beta)
         if self.ppo_epochs != 1:
             problems.append("--ppo-epochs applies to weakwater rl only")
         if problems:
