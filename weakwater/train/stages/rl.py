@@ -112,6 +112,7 @@ class RLConfig(TrainConfig):
         need(0 <= self.eps_low < 1 and self.eps_high >= 0, "--eps-low must be in [0, 1) and --eps-high >= 0")
         need(self.ppo_epochs >= 1, f"--ppo-epochs must be >= 1, got {self.ppo_epochs}")
         need(self.eval_limit >= 1, f"--eval-limit must be >= 1, got {self.eval_limit}")
+        need(not self.fsdp, "--fsdp: rollouts decode with whole weights on each rank; run RL under DDP (torchrun)")
         try:
             parse_rewards(self.reward, self.length_limit, self.repetition_n)
         except ValueError as e:
