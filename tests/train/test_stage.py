@@ -65,8 +65,9 @@ class RolloutStage:
 
 
 def make_cfg(shards, out, **overrides) -> TrainConfig:
-    fields = dict(data=str(shards), out=str(out), batch_size=4, seq_len=16, lr=3e-3, warmup_steps=2, log_every=2,
-                  eval_every=4, eval_batches=2, save_every=4, max_steps=8, plot=False, model=dict(TINY_MODEL))  # fmt: skip
+    fields = dict(data=str(shards), out=str(out), batch_size=4, seq_len=16, lr=3e-3, warmup_steps=2,
+                  log_every=2, eval_every=4, eval_batches=2, save_every=4, max_steps=8, plot=False,
+                  model=dict(TINY_MODEL))  # fmt: skip
     return TrainConfig(**{**fields, **overrides})
 
 
