@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from weakwater.eval.tasks import generate_answers, is_correct, load_eval, pair_logps, preference_metrics, run_task
+from weakwater.eval.answers import is_correct
+from weakwater.eval.tasks import generate_answers, load_eval, pair_logps, preference_metrics, run_task
 from weakwater.model.io import load_model
 from weakwater.model.loglik import token_logprobs
 from weakwater.tokenizer import load_tokenizer
