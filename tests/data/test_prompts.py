@@ -37,7 +37,10 @@ def test_formats_and_gold_answers():
         ({"text": "x"}, "f:9: missing field 'conversations', 'prompt' or 'question'"),
         ({"prompt": 3}, "f:9: field 'prompt' must be a string"),
         ({"prompt": "q", "answer": [1]}, "f:9: field 'answer' must be a string or a number"),
-        ({"conversations": [{"role": "assistant", "content": "x"}]}, "f:9: field conversations[0].role"),
+        (
+            {"conversations": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]},
+            "f:9: field conversations[1].role",
+        ),
         ({"question": ""}, "f:9: field 'question'"),
     ],
 )

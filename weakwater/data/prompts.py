@@ -3,10 +3,11 @@
 One record becomes one prompt (the chat to continue) plus an optional gold answer for verifiable rewards.
 Formats, detected per line:
 
-- MiniMind RL / chat ``{"conversations": [...]}`` (or ``messages``, ShareGPT turns too): the conversation up to
-  its last user turn is the prompt. The gold answer is the record's ``answer`` field if present, else the
-  ``<answer>`` of an R1-format reply after that turn (MiniMind's ``rlaif`` files put the placeholder "空" there:
-  no gold answer, so only reward functions that need none apply);
+- MiniMind RL / chat ``{"conversations": [...]}`` (or ``messages``): the conversation without its final
+  assistant turn is the prompt (:func:`weakwater.data.chat.prompt_record`). The gold answer is the record's
+  ``answer`` (or MiniMind-3's scalar ``gt``) field if present, else the ``<answer>`` of an R1-format final reply
+  (MiniMind's ``rlaif`` files put the placeholder "空" there: no gold answer, so only reward functions that need
+  none apply);
 - ``{"prompt": str | [messages], "answer": str | number}``;
 - GSM8K ``{"question": str, "answer": "...steps... #### 42"}``: the gold answer is the part after ``####``.
 
@@ -21,7 +22,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from weakwater.data.chat import ConversationError, Message, check_turn_order, to_prompt
+from weakwater.data.chat import ConversationError, Message, prompt_record, to_messages
 from weakwater.data.jsonl import DataError, SkipCounter, read_jsonl
 
 
@@ -44,11 +45,15 @@ def parse_prompt(record: Any, where: str) -> tuple[list[Message], str | None]:
         raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}", "not_object")
     if "conversations" in record or "messages" in record:
         try:
-            messages, reply = to_prompt(record)
+            messages, gt = prompt_record(record)
         except ConversationError as e:
             raise DataError(f"{where}: {e}", e.key) from e
         gold = _answer_field(record, where)
-        if gold is None and reply is not None and "<answer>" in reply:
+        if gold is None and isinstance(gt, (str, int, float)) and not isinstance(gt, bool):
+            gold = str(gt).strip() or None
+        turns = record.get("conversations", record.get("messages"))
+        reply = turns[-1].get("content") if turns[-1].get("role") == "assistant" else None
+        if gold is None and isinstance(reply, str) and "<answer>" in reply:
             gold = extract_answer(reply)
         return messages, gold
     if "prompt" in record:
@@ -59,9 +64,11 @@ def parse_prompt(record: Any, where: str) -> tuple[list[Message], str | None]:
             messages = [{"role": "user", "content": prompt}]
         elif isinstance(prompt, list):
             try:
-                messages, _ = to_prompt({"messages": prompt})
+                messages = to_messages({"messages": prompt}, prompt=True)
             except ConversationError as e:
                 raise DataError(f"{where}: field 'prompt': {e}", e.key) from e
+            if messages[-1]["role"] not in ("user", "tool"):
+                raise DataError(f"{where}: field 'prompt': must end with a user turn", "turn_order")
         else:
             raise DataError(
                 f"{where}: field 'prompt' must be a string or a list of messages, got {type(prompt).__name__}",
@@ -78,9 +85,7 @@ def parse_prompt(record: Any, where: str) -> tuple[list[Message], str | None]:
                 gold = gsm8k_gold(gold)
             except ValueError as e:
                 raise DataError(f"{where}: field 'answer': {e}", "invalid_answer") from e
-        messages = [{"role": "user", "content": question}]
-        check_turn_order(messages)
-        return messages, gold
+        return [{"role": "user", "content": question}], gold
     raise DataError(
         f"{where}: missing field 'conversations', 'prompt' or 'question' (an RL prompt record)", "missing_field"
     )
