@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from weakwater.data.packing import model_inputs
 from weakwater.data.sft import tag_token_ids
 from weakwater.model.io import file_sha256, load_model
 from weakwater.model.loglik import IGNORE_INDEX
@@ -111,9 +112,9 @@ class DistillStage(SFTStage):
     ) -> tuple[torch.Tensor, torch.Tensor, dict]:
         if self.teacher is None:
             return super().loss(model, batch, train=train)
-        logits = model(batch["input_ids"])
+        logits = model(batch["input_ids"], **model_inputs(batch))
         with torch.no_grad():
-            teacher_logits = self.teacher(batch["input_ids"])
+            teacher_logits = self.teacher(batch["input_ids"], **model_inputs(batch))
         total, weight = distillation_loss(
             logits, teacher_logits, batch["labels"], batch["weights"], self.cfg.kd_temperature, self.cfg.kd_alpha
         )
