@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from weakwater.model import KVCache, ModelConfig, RopeScaling, Transformer
+from weakwater.model import KVCache, ModelConfig, Transformer
 
 
 def small_config(**kw) -> ModelConfig:

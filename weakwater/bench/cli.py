@@ -36,8 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train",
         help="training tokens/s of our model vs HF LlamaForCausalLM (same config, weights, run)",
         description="Forward + loss + backward + AdamW steps of our Transformer and of HF LlamaForCausalLM, "
-        "interleaved in one process. fp32 on CPU/MPS, bf16 autocast on CUDA (fp16 without bf16). Reports tokens/s, the ratio to HF, "
-        "FLOPs/token, MFU on GPUs with a known bf16 peak, and peak memory.",
+        "interleaved in one process. fp32 on CPU/MPS, bf16 autocast on CUDA (fp16 without bf16). Reports "
+        "tokens/s, the ratio to HF, FLOPs/token, MFU on GPUs with a known bf16 peak, and peak memory.",
     )
     _train_arguments(train)
     train.set_defaults(func=run_train)

@@ -140,7 +140,11 @@ def export_hf(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    save_file(to_hf_state_dict(model.state_dict(), model.config, DTYPES[dtype]), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    save_file(
+        to_hf_state_dict(model.state_dict(), model.config, DTYPES[dtype]),
+        str(tmp / "model.safetensors"),
+        metadata={"format": "pt"},
+    )
     (tmp / "config.json").write_text(json.dumps(hf_config(model.config, ids, dtype), indent=2) + "\n")
     generation = {
         "bos_token_id": ids.im_start,

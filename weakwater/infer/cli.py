@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-
 from weakwater.device import DEVICE_HELP, pick_device
 from weakwater.infer.fast import WEIGHT_FORMATS
 from weakwater.infer.generate import Generator

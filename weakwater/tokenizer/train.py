@@ -15,8 +15,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from tokenizers import decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as _HFTokenizer
+from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from weakwater.data.jsonl import DataError, SkipCounter, iter_raw_lines, parse_line, record_text
 from weakwater.tokenizer.pretokenize import pre_tokenizer
@@ -24,6 +24,7 @@ from weakwater.tokenizer.tokenizer import CHAT_TEMPLATE, SPECIAL_TOKENS, Tokeniz
 
 DEFAULT_MAX_BYTES = 32 * 1024 * 1024
 _SCALE = 1_000_000
+
 
 def is_heldout(line_no: int, frac: float) -> bool:
     """Deterministic line-level split shared by ``train --heldout-frac`` and ``stats --heldout-frac``."""
