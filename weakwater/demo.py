@@ -21,8 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from weakwater.eval.tasks import generate_answers, is_correct, load_eval, pair_logps, preference_metrics, run_task
+from weakwater.eval.answers import is_correct
+from weakwater.eval.tasks import generate_answers, load_eval, pair_logps, preference_metrics, run_task
 from weakwater.model.io import load_model
+from weakwater.model.loglik import token_logprobs
 from weakwater.tokenizer import load_tokenizer
 
 
@@ -114,8 +116,7 @@ def language_model_metrics(model: torch.nn.Module, shard_dir: Path, tokenizer: A
         window = torch.from_numpy(val[start : start + seq_len + 1])
         if len(window) < 2:
             break
-        logits = model(window[None, :-1])
-        nats += float(torch.nn.functional.cross_entropy(logits[0].float(), window[1:], reduction="sum"))
+        nats -= float(token_logprobs(model(window[None, :-1]), window[None, 1:]).sum())
         n += len(window) - 1
     n_bytes = len(tokenizer.decode(val.tolist(), skip_special_tokens=True).encode("utf-8"))
     return {

@@ -90,8 +90,11 @@ def test_long_context_sft_stores_rope_scaling(tmp_path, make_model_dir, bpe_toke
 
 def test_long_context_without_scaling_is_refused(tmp_path, make_model_dir):
     init = make_model_dir(tmp_path / "init", max_seq_len=32)
+    cfg = SFTConfig(data="x.jsonl", out=str(tmp_path / "o"), init=str(init), max_seq_len=64)
+    cfg.validate()  # validation reads no files and changes no field ...
+    assert cfg.model == {} and cfg.seq_len == 256
     with pytest.raises(ConfigError, match="--rope-scaling"):
-        SFTConfig(data="x.jsonl", out=str(tmp_path / "o"), init=str(init), max_seq_len=64).validate()
+        cfg.model_overrides()  # ... the explicit resolution against the --init model does
 
 
 def test_lora_sft_saves_adapter_and_merged_model(tmp_path, make_model_dir, bpe_tokenizer_dir, reference_dir):
