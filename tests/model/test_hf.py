@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from weakwater.model import ModelConfig, RopeScaling, Transformer
-from weakwater.model.hf import from_hf_config, hf_model, to_hf_config
+from weakwater.model.hf import from_hf_config, from_hf_state_dict, hf_model, to_hf_config, to_hf_state_dict
 
 transformers = pytest.importorskip("transformers")
 
@@ -92,3 +92,16 @@ def test_training_path_matches_hf_logits_and_grads():
     for name, p in model.named_parameters():
         ref = hf_params[name if name == "lm_head.weight" else f"model.{name}"].grad
         assert (p.grad - ref).abs().max().item() < 1e-5, name
+
+
+@pytest.mark.parametrize("tie", [True, False], ids=["tied", "untied"])
+def test_weights_round_trip_through_hf_names(tie):
+    torch.manual_seed(0)
+    model = Transformer(small_config(tie_embeddings=tie))
+    hf_state = hf_model(model).state_dict()
+    assert hf_state.keys() >= to_hf_state_dict(model.state_dict(), model.config).keys()
+    back = Transformer(small_config(tie_embeddings=tie))
+    back.load_state_dict(from_hf_state_dict(hf_state, model.config))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), back.state_dict().values()))
+    with pytest.raises(ValueError, match="unexpected HF weight"):
+        from_hf_state_dict({"transformer.wte.weight": torch.zeros(1)}, model.config)

@@ -153,6 +153,22 @@ def to_hf_state_dict(
     return out
 
 
+def from_hf_state_dict(state: dict[str, torch.Tensor], config: ModelConfig) -> dict[str, torch.Tensor]:
+    """HF weights under our names (``model.`` prefix dropped; a tied ``lm_head`` follows the embedding)."""
+    out = {}
+    for name, tensor in state.items():
+        if name == "lm_head.weight":
+            if not config.tie_embeddings:
+                out[name] = tensor
+        elif name.startswith("model."):
+            out[name.removeprefix("model.")] = tensor
+        else:
+            raise ValueError(f"unexpected HF weight name {name!r}")
+    if config.tie_embeddings and "embed_tokens.weight" in out:
+        out["lm_head.weight"] = out["embed_tokens.weight"]
+    return out
+
+
 def hf_model(model: Transformer, attn_implementation: str = "sdpa") -> nn.Module:
     """A transformers model of the matching architecture holding a copy of ``model``'s weights
     (fp32, CPU), for parity tests and benchmarks."""
