@@ -78,6 +78,11 @@ def test_unsupported_hf_configs_are_refused(change, match):
         from_hf_config({**to_hf_config(small_config()), **change})
 
 
+def test_a_model_llama_cannot_compute_is_refused():
+    with pytest.raises(ValueError, match="QK-norm"):
+        to_hf_config(small_config(qk_norm=True))
+
+
 def test_training_path_matches_hf_logits_and_grads():
     """On the training path (grad enabled) the logits and every gradient equal HF's."""
     torch.manual_seed(0)

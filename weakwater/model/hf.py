@@ -35,6 +35,8 @@ ARCHITECTURES = {a.model_type: a for a in (LLAMA,)}
 
 def architecture(config: ModelConfig) -> HFArchitecture:
     """The HF architecture that computes what a model with ``config`` computes."""
+    if config.qk_norm:  # Llama has no q/k norms: exporting one as Llama would silently drop them
+        raise ValueError("QK-norm models map to Qwen3ForCausalLM, which the HF mapping does not cover yet")
     return LLAMA
 
 
