@@ -348,13 +348,13 @@ class GpuBench:
         )
 
     def decode(self, check: Check) -> None:
-        from weakwater.bench.decode import hf_llama
         from weakwater.infer.generate import Generator
         from weakwater.infer.sampling import SamplingParams
+        from weakwater.model.hf import hf_model
 
         torch.manual_seed(self.seed)
         model = Transformer(preset(self.plan.presets[0])).eval()
-        hf = hf_llama(model).to(self.device)
+        hf = hf_model(model).eval().to(self.device)
         ours = Generator(model, device=str(self.device))
         tokens = self.plan.decode_tokens
         params = SamplingParams(max_new_tokens=tokens)
