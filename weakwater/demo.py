@@ -1,16 +1,17 @@
 """``weakwater demo``: the whole pipeline on the built-in synthetic world, on a CPU, with a report card.
 
-synth -> tokenizer -> prepare -> pretrain -> SFT -> distill -> DPO -> LoRA. Each stage runs through the one
-trainer into ``OUT/<stage>/`` (its model in ``OUT/<stage>/final``, loss curve ``OUT/<stage>/loss.png``), and
-is scored on held-out data against the previous stage's model, from real greedy generations and
-log-probs. ``OUT/report.md`` (+ ``report.json``) holds the table; see :mod:`weakwater.eval.report`.
+synth -> tokenizer -> prepare -> pretrain -> SFT (-> long-context branch) -> distill -> DPO -> LoRA. Each stage
+runs through the one trainer into ``OUT/<stage>/`` (its model in ``OUT/<stage>/final``, loss curve
+``OUT/<stage>/loss.png``), and is scored on held-out data against the previous stage's model, from real greedy
+generations and log-probs, by the evaluation package (:mod:`weakwater.eval.demo_tasks`, ``tasks``, ``needle``,
+``repetition``: the same code as ``weakwater eval ...``). ``OUT/report.md`` (+ ``report.json``) holds the
+table; see :mod:`weakwater.eval.report`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import sys
 import time
@@ -18,13 +19,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from weakwater.eval.answers import is_correct
-from weakwater.eval.tasks import generate_answers, load_eval, pair_logps, preference_metrics, run_task
+from weakwater.eval.demo_tasks import behaviour_rate, domain_probe, language_model_metrics
+from weakwater.eval.tasks import pair_logps, preference_metrics, run_task
 from weakwater.model.io import load_model
-from weakwater.model.loglik import token_logprobs
 from weakwater.tokenizer import load_tokenizer
 
 
@@ -48,6 +47,10 @@ class Plan:
     lora_steps: int = 1200  # at 200 steps the adapter had not learnt the domain facts (recall < 75%)
     batch_size: int = 16
     eval_limit: int | None = None  # rows per eval file (None: all)
+    # Long-context SFT (a side branch from the SFT model): context stretched with YaRN to long_seq_len.
+    long_steps: int = 150
+    long_seq_len: int = 512
+    long_rows: int = 1200
 
 
 FAST = Plan(
@@ -63,10 +66,13 @@ FAST = Plan(
     lora_steps=20,
     batch_size=8,
     eval_limit=16,
+    long_steps=4,
+    long_seq_len=192,
+    long_rows=40,
 )
 
 
-PARTS = ("data", "tokenizer", "shards", "pretrain", "sft", "distill", "dpo", "lora")
+PARTS = ("data", "tokenizer", "shards", "pretrain", "sft", "longctx", "distill", "dpo", "lora")
 
 
 def scaled(plan: Plan, steps_scale: float, eval_limit: int | None) -> Plan:
@@ -96,89 +102,30 @@ def _common(plan: Plan, out: Path, name: str) -> dict[str, Any]:
     )
 
 
-@torch.no_grad()
-def language_model_metrics(model: torch.nn.Module, shard_dir: Path, tokenizer: Any, seq_len: int) -> dict[str, float]:
-    """Validation loss and bits per byte of the model and of a unigram baseline fitted on the train split."""
-    from weakwater.data.pretrain import read_meta
+def long_context(plan: Plan, out: Path, tok: Any, start: Path, seed: int) -> dict[str, Any]:
+    """Long-context SFT, a side branch from ``start`` (the SFT model): RoPE stretched with YaRN to
+    ``plan.long_seq_len``, trained on pass-key retrieval conversations of every length up to it (with SFT rows
+    replayed), then both models on the suite's needle task, at lengths up to 1.5x the new context."""
+    from weakwater.eval.needle import evaluate_needle, training_rows
+    from weakwater.train.stages.sft import SFTConfig, SFTStage
 
-    meta = read_meta(shard_dir)
-    dtype = np.dtype(meta["dtype"])
-
-    def tokens(split: str) -> np.ndarray:
-        return np.concatenate([np.fromfile(shard_dir / f, dtype=dtype) for f in meta["splits"][split]["files"]])
-
-    train, val = tokens("train").astype(np.int64), tokens("val").astype(np.int64)
-    counts = np.bincount(train, minlength=meta["vocab_size"]).astype(np.float64) + 1.0  # add-one smoothing
-    unigram_nats = float(-np.log(counts[val[1:]] / counts.sum()).sum())
-    model.eval()
-    nats, n = 0.0, 0
-    for start in range(0, len(val) - 1, seq_len):
-        window = torch.from_numpy(val[start : start + seq_len + 1])
-        if len(window) < 2:
-            break
-        nats -= float(token_logprobs(model(window[None, :-1]), window[None, 1:]).sum())
-        n += len(window) - 1
-    n_bytes = len(tokenizer.decode(val.tolist(), skip_special_tokens=True).encode("utf-8"))
-    return {
-        "val_loss": nats / n,
-        "bits_per_byte": nats / math.log(2) / n_bytes,
-        "unigram_loss": unigram_nats / (len(val) - 1),
-        "unigram_bits_per_byte": unigram_nats / math.log(2) / n_bytes,
-        "val_tokens": n,
+    data = out / "data"
+    rows = training_rows(tok, plan.long_rows, plan.long_seq_len, seed=seed)
+    needles = data / "longctx.jsonl"
+    needles.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    mix = replay_mix(data / "longctx_mix.jsonl", needles, data / "sft.jsonl", 0.5, seed)
+    cfg = SFTConfig(data=str(mix), init=str(start), max_steps=plan.long_steps, lr=1e-3, warmup_steps=10,
+                    max_seq_len=plan.long_seq_len, rope_scaling="yarn",
+                    **{**_common(plan, out, "longctx"), "batch_size": max(2, plan.batch_size // 2)})  # fmt: skip
+    final = _fit(cfg, SFTStage(cfg, tok), tok)
+    lengths = sorted({round(f * plan.long_seq_len) for f in (0.25, 0.5, 0.75, 1.0, 1.5)})
+    results = {
+        name: evaluate_needle(load_model(path), tok, lengths) for name, path in (("sft", start), ("longctx", final))
     }
+    from weakwater.eval.needle import plot_heatmaps
 
-
-def behaviour_rate(
-    model: torch.nn.Module, tokenizer: Any, eval_file: Path, limit: int | None, samples: int = 16
-) -> dict[str, float]:
-    """The behaviour the DPO pairs target, on held-out prompts: the share of greedy replies that are correct
-    *and* concise, and the share of ``samples`` replies per prompt sampled at temperature 1 that ramble.
-
-    Greedy decoding shows only a model's most likely reply, so a habit learnt from 15% of the SFT answers
-    rarely surfaces there; sampling from the model's own distribution shows how often it is still there.
-    """
-    from weakwater.data.synth.tasks import is_concise, is_ramble
-
-    rows = load_eval(eval_file)[:limit]
-    replies = generate_answers(model, tokenizer, [r["messages"] for r in rows], max_new_tokens=64)
-    good = [is_correct(g, r["answer"]) and is_concise(g, r["answer"]) for r, g in zip(rows, replies)]
-    concise = [is_concise(g, r["answer"]) for r, g in zip(rows, replies)]
-    sampled = generate_answers(
-        model, tokenizer, [r["messages"] for r in rows for _ in range(samples)], max_new_tokens=64,
-        batch_size=64, temperature=1.0,
-    )  # fmt: skip
-    return {
-        "rate": sum(good) / len(rows),
-        "concise": sum(concise) / len(rows),
-        "ramble_sampled": sum(map(is_ramble, sampled)) / len(sampled),
-        "samples": len(sampled),
-        "samples_per_prompt": samples,
-    }
-
-
-def domain_probe(model: torch.nn.Module, tokenizer: Any, data_dir: Path) -> dict[str, float]:
-    """What the LoRA domain score means: the share of creatures whose held-out attribute the model states when
-    asked to describe the creature (it learnt the fact), and the score of guessing a value of the right kind.
-
-    The held-out questions need both: knowing the fact and answering a question it was never asked about it.
-    """
-    from weakwater.data.synth.tasks import DESCRIBE_PROMPTS
-    from weakwater.data.synth.world import COLOURS, FOODS, LEG_COUNTS, REGIONS
-
-    world = json.loads((data_dir / "world.json").read_text(encoding="utf-8"))
-    kinds = {"colour": len(COLOURS), "legs": len(LEG_COUNTS), "food": len(FOODS), "region": len(REGIONS)}
-    prompts, expected = [], []
-    for c in world["creatures"]:
-        attr = c["heldout_attribute"]
-        for lang, template in (("en", DESCRIBE_PROMPTS["en"][1]), ("zh", DESCRIBE_PROMPTS["zh"][1])):
-            prompts.append([{"role": "user", "content": template.format(n=c["name"][lang])}])
-            legs = f"{c['legs']} legs" if lang == "en" else f"{c['legs']}条腿"
-            expected.append(legs if attr == "legs" else c[attr][lang])
-    replies = generate_answers(model, tokenizer, prompts, max_new_tokens=100)
-    return {
-        "recall": sum(e in r for e, r in zip(expected, replies)) / len(prompts),
-        "chance": sum(1 / kinds[c["heldout_attribute"]] for c in world["creatures"]) / len(world["creatures"]),
-    }
+    plot_heatmaps(results, out / "longctx" / "needle.png")
+    return {"before": results["sft"], "after": results["longctx"]}
 
 
 def replay_mix(dest: Path, main: Path, replay: Path, share: float, seed: int) -> Path:
@@ -288,6 +235,10 @@ def run_demo(
     }
     t = lap("sft", t)
 
+    # --- long-context SFT (a branch from the SFT model; the later stages continue from SFT)
+    results["longctx"] = long_context(plan, out, tok, out / "sft" / "final", seed)
+    t = lap("longctx", t)
+
     # --- distill (R1 data, with SFT conversations replayed so short answers are not forgotten)
     mix = replay_mix(data / "distill_mix.jsonl", data / "r1.jsonl", data / "sft.jsonl", 0.5, seed)
     cfg = DistillConfig(data=str(mix), init=str(out / "sft" / "final"), max_steps=plan.distill_steps,
@@ -357,9 +308,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
         help="run the whole pipeline on built-in synthetic data and write a report card",
-        description="synth -> tokenizer -> prepare -> pretrain -> SFT -> distill -> DPO -> LoRA on CPU; each "
-        "stage's run in OUT/<stage>/ (model in final/), held-out metrics per stage in OUT/report.md. A re-run "
-        "replaces OUT's stage directories.",
+        description="synth -> tokenizer -> prepare -> pretrain -> SFT (+ long-context branch) -> distill -> DPO -> "
+        "LoRA on CPU; each stage's run in OUT/<stage>/ (model in final/), held-out metrics per stage in "
+        "OUT/report.md. A re-run replaces OUT's stage directories.",
     )
     p.add_argument("--out", default="runs/demo", help="output directory")
     p.add_argument("--fast", action="store_true", help="tiny sizes and few steps (a smoke test, not a result)")

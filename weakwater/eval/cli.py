@@ -41,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ch.add_argument(
         "--scoring", default="letter", choices=("letter", "text"), help="score answer letters or option texts"
     )
+    ch.add_argument("--strict", action="store_true", help="stop at the first malformed row (default: report it)")
     ch.set_defaults(func=run_choice)
 
     tasks = ev_sub.add_parser("tasks", help="held-out demo tasks (exact match on greedy chat replies)")
@@ -162,9 +163,12 @@ def run_ppl(args: argparse.Namespace) -> int:
 def run_choice(args: argparse.Namespace) -> int:
     from weakwater.eval.choice import evaluate_choice, read_questions
 
+    malformed: list[str] | None = None if args.strict else []
+    questions = read_questions(args.data, malformed)
+    _report_malformed(malformed or [])
     model, tok = load(args)
-    result = evaluate_choice(model, tok, read_questions(args.data), shots=args.shots, scoring=args.scoring)
-    return emit(result, args.out)
+    result = evaluate_choice(model, tok, questions, shots=args.shots, scoring=args.scoring)
+    return emit({**result, "malformed": malformed or []}, args.out)
 
 
 def run_tasks(args: argparse.Namespace) -> int:

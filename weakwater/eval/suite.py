@@ -102,8 +102,10 @@ def run_model_tasks(model: torch.nn.Module, tokenizer: Any, cfg: SuiteConfig, ne
     if "choice" in cfg.tasks and cfg.choice_data:
         from weakwater.eval.choice import evaluate_choice, read_questions
 
-        questions = read_questions(cfg.choice_data)[: cfg.limit]
-        timed("choice", lambda: _drop(evaluate_choice(model, tokenizer, questions, scoring=cfg.choice_scoring)))
+        bad: list[str] | None = None if cfg.strict else []
+        questions = read_questions(cfg.choice_data, bad)[: cfg.limit]
+        timed("choice", lambda: {**_drop(evaluate_choice(model, tokenizer, questions, scoring=cfg.choice_scoring)),
+                                 "malformed": bad or []})  # fmt: skip
     if "tasks" in cfg.tasks:
         from weakwater.eval.tasks import run_task
 
