@@ -51,6 +51,8 @@ class Plan:
     long_steps: int = 150
     long_seq_len: int = 512
     long_rows: int = 1200
+    long_lr: float = 1e-3
+    long_replay: float = 0.5  # SFT conversations replayed, relative to the needle rows
 
 
 FAST = Plan(
@@ -113,8 +115,8 @@ def long_context(plan: Plan, out: Path, tok: Any, start: Path, seed: int) -> dic
     rows = training_rows(tok, plan.long_rows, plan.long_seq_len, seed=seed)
     needles = data / "longctx.jsonl"
     needles.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    mix = replay_mix(data / "longctx_mix.jsonl", needles, data / "sft.jsonl", 0.5, seed)
-    cfg = SFTConfig(data=str(mix), init=str(start), max_steps=plan.long_steps, lr=1e-3, warmup_steps=10,
+    mix = replay_mix(data / "longctx_mix.jsonl", needles, data / "sft.jsonl", plan.long_replay, seed)
+    cfg = SFTConfig(data=str(mix), init=str(start), max_steps=plan.long_steps, lr=plan.long_lr, warmup_steps=10,
                     max_seq_len=plan.long_seq_len, rope_scaling="yarn",
                     **{**_common(plan, out, "longctx"), "batch_size": max(2, plan.batch_size // 2)})  # fmt: skip
     final = _fit(cfg, SFTStage(cfg, tok), tok)
