@@ -1,11 +1,10 @@
 """``weakwater demo``: the whole pipeline on the built-in synthetic world, on a CPU, with a report card.
 
-synth -> tokenizer -> prepare -> pretrain -> SFT (-> long-context branch) -> distill -> DPO -> LoRA. Each stage
-runs through the one trainer into ``OUT/<stage>/`` (its model in ``OUT/<stage>/final``, loss curve
-``OUT/<stage>/loss.png``), and is scored on held-out data against the previous stage's model, from real greedy
-generations and log-probs, by the evaluation package (:mod:`weakwater.eval.demo_tasks`, ``tasks``, ``needle``,
-``repetition``: the same code as ``weakwater eval ...``). ``OUT/report.md`` (+ ``report.json``) holds the
-table; see :mod:`weakwater.eval.report`.
+synth -> tokenizer -> prepare -> pretrain -> SFT -> distill -> DPO -> LoRA. Each stage runs through the one
+trainer into ``OUT/<stage>/`` (its model in ``OUT/<stage>/final``, loss curve ``OUT/<stage>/loss.png``), and is
+scored on held-out data against the previous stage's model, from real greedy generations and log-probs, by the
+evaluation package (:mod:`weakwater.eval.demo_tasks`, ``tasks``, ``repetition``: the same code as
+``weakwater eval ...``). ``OUT/report.md`` (+ ``report.json``) holds the table; see :mod:`weakwater.eval.report`.
 """
 
 from __future__ import annotations
@@ -47,12 +46,6 @@ class Plan:
     lora_steps: int = 1200  # at 200 steps the adapter had not learnt the domain facts (recall < 75%)
     batch_size: int = 16
     eval_limit: int | None = None  # rows per eval file (None: all)
-    # Long-context SFT (a side branch from the SFT model): context stretched with YaRN to long_seq_len.
-    long_steps: int = 150
-    long_seq_len: int = 512
-    long_rows: int = 1200
-    long_lr: float = 1e-3
-    long_replay: float = 0.5  # SFT conversations replayed, relative to the needle rows
 
 
 FAST = Plan(
@@ -68,13 +61,10 @@ FAST = Plan(
     lora_steps=20,
     batch_size=8,
     eval_limit=16,
-    long_steps=4,
-    long_seq_len=192,
-    long_rows=40,
 )
 
 
-PARTS = ("data", "tokenizer", "shards", "pretrain", "sft", "longctx", "distill", "dpo", "lora")
+PARTS = ("data", "tokenizer", "shards", "pretrain", "sft", "distill", "dpo", "lora")
 
 
 def scaled(plan: Plan, steps_scale: float, eval_limit: int | None) -> Plan:
@@ -102,32 +92,6 @@ def _common(plan: Plan, out: Path, name: str) -> dict[str, Any]:
         log_every=10,
         seed=0,
     )
-
-
-def long_context(plan: Plan, out: Path, tok: Any, start: Path, seed: int) -> dict[str, Any]:
-    """Long-context SFT, a side branch from ``start`` (the SFT model): RoPE stretched with YaRN to
-    ``plan.long_seq_len``, trained on pass-key retrieval conversations of every length up to it (with SFT rows
-    replayed), then both models on the suite's needle task, at lengths up to 1.5x the new context."""
-    from weakwater.eval.needle import evaluate_needle, training_rows
-    from weakwater.train.stages.sft import SFTConfig, SFTStage
-
-    data = out / "data"
-    rows = training_rows(tok, plan.long_rows, plan.long_seq_len, seed=seed)
-    needles = data / "longctx.jsonl"
-    needles.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    mix = replay_mix(data / "longctx_mix.jsonl", needles, data / "sft.jsonl", plan.long_replay, seed)
-    cfg = SFTConfig(data=str(mix), init=str(start), max_steps=plan.long_steps, lr=plan.long_lr, warmup_steps=10,
-                    max_seq_len=plan.long_seq_len, rope_scaling="yarn",
-                    **{**_common(plan, out, "longctx"), "batch_size": max(2, plan.batch_size // 2)})  # fmt: skip
-    final = _fit(cfg, SFTStage(cfg, tok), tok)
-    lengths = sorted({round(f * plan.long_seq_len) for f in (0.25, 0.5, 0.75, 1.0, 1.5)})
-    results = {
-        name: evaluate_needle(load_model(path), tok, lengths) for name, path in (("sft", start), ("longctx", final))
-    }
-    from weakwater.eval.needle import plot_heatmaps
-
-    plot_heatmaps(results, out / "longctx" / "needle.png")
-    return {"before": results["sft"], "after": results["longctx"]}
 
 
 def replay_mix(dest: Path, main: Path, replay: Path, share: float, seed: int) -> Path:
@@ -237,10 +201,6 @@ def run_demo(
     }
     t = lap("sft", t)
 
-    # --- long-context SFT (a branch from the SFT model; the later stages continue from SFT)
-    results["longctx"] = long_context(plan, out, tok, out / "sft" / "final", seed)
-    t = lap("longctx", t)
-
     # --- distill (R1 data, with SFT conversations replayed so short answers are not forgotten)
     mix = replay_mix(data / "distill_mix.jsonl", data / "r1.jsonl", data / "sft.jsonl", 0.5, seed)
     cfg = DistillConfig(data=str(mix), init=str(out / "sft" / "final"), max_steps=plan.distill_steps,
@@ -310,9 +270,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
         help="run the whole pipeline on built-in synthetic data and write a report card",
-        description="synth -> tokenizer -> prepare -> pretrain -> SFT (+ long-context branch) -> distill -> DPO -> "
-        "LoRA on CPU; each stage's run in OUT/<stage>/ (model in final/), held-out metrics per stage in "
-        "OUT/report.md. A re-run replaces OUT's stage directories.",
+        description="synth -> tokenizer -> prepare -> pretrain -> SFT -> distill -> DPO -> LoRA on CPU; each "
+        "stage's run in OUT/<stage>/ (model in final/), held-out metrics per stage in OUT/report.md. A re-run "
+        "replaces OUT's stage directories.",
     )
     p.add_argument("--out", default="runs/demo", help="output directory")
     p.add_argument("--fast", action="store_true", help="tiny sizes and few steps (a smoke test, not a result)")

@@ -1,7 +1,7 @@
 """The demo's held-out measurements beyond the suite's generic tasks, kept with the rest of evaluation.
 
 ``weakwater demo`` scores every stage with these and with :mod:`weakwater.eval.tasks` (held-out exact match,
-DPO pair preferences), :mod:`weakwater.eval.needle` and :mod:`weakwater.eval.repetition`: the demo itself
+DPO pair preferences) and :mod:`weakwater.eval.repetition`: the demo itself
 has no scoring code, so its report card and ``weakwater eval ...`` can never disagree.
 """
 

@@ -21,7 +21,6 @@ def headline_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, bool]]:
     for key, label in (("facts", "exact match, pretraining-only facts"), ("arith", "exact match, held-out additions")):
         before, after = s[key]["before"]["accuracy"], s[key]["after"]["accuracy"]
         rows.append(("sft", label, _pct(before), _pct(after), after > before))
-    rows += long_context_rows(r)
     d = r["distill"]["reasoning"]
     rows.append(("distill", "well-formed think/answer (target >= 95%)", _pct(d["before"]["format_rate"]),
                  _pct(d["after"]["format_rate"]), d["after"]["format_rate"] > d["before"]["format_rate"]))  # fmt: skip
@@ -45,28 +44,6 @@ def headline_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, bool]]:
     for key, label in (("general", "general: facts (should drop little)"), ("general_arith", "general: additions")):
         before, after = lo[key]["before"]["accuracy"], lo[key]["after"]["accuracy"]
         rows.append(("lora", label, _pct(before), _pct(after), after >= before - 0.10))
-    return rows
-
-
-def long_context_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, bool]]:
-    """The needle task (``eval needle``) on the SFT model and its long-context branch: within the SFT model's
-    context and in the stretched part of the window (the branch's gain there is the stage's point)."""
-    lc = r.get("longctx")
-    if not lc:
-        return []
-    before, after = lc["before"], lc["after"]
-    short, long = before["context"], after["context"]
-
-    def acc(res: dict[str, Any], lo: int, hi: int) -> float:
-        cells = [a for row in res["accuracy"] for length, a in zip(res["lengths"], row) if lo < length <= hi]
-        return sum(cells) / len(cells)
-
-    rows = []
-    spans = [(0, short, f"pass key read back, prompts <= {short} tokens"),
-             (short, long, f"pass key read back, {short + 1}-{long} tokens (stretched context)")]  # fmt: skip
-    for lo, hi, label in spans:
-        b, a = acc(before, lo, hi), acc(after, lo, hi)
-        rows.append(("longctx", label, _pct(b), _pct(a), a > b or (lo == 0 and a >= b - 0.10)))
     return rows
 
 
@@ -130,10 +107,7 @@ def render(r: dict[str, Any]) -> str:
         "## Loss curves",
         "",
     ]
-    lines += [f"![{s}]({s}/loss.png)" for s in ("pretrain", "sft", "longctx", "distill", "dpo", "lora") if s in r]
-    if "longctx" in r:
-        lines += ["", "## Long context: pass key at depth x prompt length (SFT model, long-context branch)", "",
-                  "![needle](longctx/needle.png)"]  # fmt: skip
+    lines += [f"![{s}]({s}/loss.png)" for s in ("pretrain", "sft", "distill", "dpo", "lora")]
     lines += ["", "## Pretrained model samples (greedy)", ""]
     lines += [f"- `{s!r}`" for s in p["samples"]]
     lines += ["", "## Example generations", ""]
