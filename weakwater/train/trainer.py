@@ -31,7 +31,7 @@ import random
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,7 @@ from weakwater.train.stage import (
 )
 from weakwater.train.tracking import MetricsLog, Tracker, plot_curves
 
-SHAPE_FIELDS = ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "tie_embeddings")
+SHAPE_FIELDS = ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "tie_embeddings", "qk_norm")
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
@@ -308,11 +308,10 @@ class Trainer:
             if saved.is_file():
                 theirs = json.loads(saved.read_text()).get("model", {})
                 ours = self.model_config.to_dict()
-                diff = [
-                    f"{k}: checkpoint {theirs.get(k)} vs now {ours[k]}"
-                    for k in SHAPE_FIELDS
-                    if theirs.get(k) != ours[k]
-                ]
+                # A field newer than the checkpoint was at its default then (e.g. qk_norm off).
+                defaults = {f.name: f.default for f in fields(ModelConfig)}
+                theirs = {k: theirs.get(k, defaults[k]) for k in SHAPE_FIELDS}
+                diff = [f"{k}: checkpoint {theirs[k]} vs now {ours[k]}" for k in SHAPE_FIELDS if theirs[k] != ours[k]]
                 if diff:
                     raise ConfigError(
                         f"--resume: {existing[0]} was trained with a different model shape ({'; '.join(diff)}); "
