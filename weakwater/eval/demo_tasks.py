@@ -35,7 +35,7 @@ def language_model_metrics(model: torch.nn.Module, shard_dir: Path, tokenizer: A
     counts = np.bincount(train, minlength=meta["vocab_size"]).astype(np.float64) + 1.0  # add-one smoothing
     unigram_nats = float(-np.log(counts[val[1:]] / counts.sum()).sum())
     model.eval()
-    device = next(model.parameters()).device
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
     pieces = list(windows(val.tolist(), seq_len))  # the scoring `eval ppl` / the suite's bpb task use
     nats = sum(score_windows(model, pieces[i : i + 8], device) for i in range(0, len(pieces), 8))
     n = len(val) - 1

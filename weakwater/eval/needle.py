@@ -12,7 +12,6 @@ Lengths are prompt tokens (chat markup included); half the trials are English, h
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from dataclasses import dataclass
@@ -142,21 +141,6 @@ def evaluate_needle(
         "beyond_context": sum(beyond) / len(beyond) if beyond else None,
         "time_s": round(time.perf_counter() - t0, 2),
     }
-
-
-def training_rows(tokenizer: Any, n: int, max_len: int, seed: int = 0, min_len: int = 48) -> list[dict[str, Any]]:
-    """Chat SFT rows of the same task (lengths log-uniform in [``min_len``, ``max_len``] tokens, random depths,
-    fresh keys): what a long-context SFT stage trains on to learn to read its whole window."""
-    rng = random.Random(f"needle-train-{seed}")
-    rows = []
-    for i in range(n):
-        lang = ("en", "zh")[i % 2]
-        # Log-uniform lengths: many short rows (cheap, they teach the copying) and enough long ones (positions).
-        length = round(math.exp(rng.uniform(math.log(min_len), math.log(max_len))))
-        t = make_trial(rng, tokenizer, length, rng.random(), lang)
-        reply = t.reply_prefix + t.key + ("." if lang == "en" else "。")
-        rows.append({"conversations": [*t.messages, {"role": "assistant", "content": reply}]})
-    return rows
 
 
 def plot_heatmaps(results: dict[str, dict[str, Any]], path: str | Path) -> Path:
