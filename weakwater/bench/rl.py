@@ -23,7 +23,8 @@ from typing import Any
 
 import torch
 
-from weakwater.bench.common import environment, format_table, peak_rss_mb, resolve_device, write_json
+from weakwater.bench.common import environment, format_table, peak_rss_mb, write_json
+from weakwater.device import DEVICE_HELP, pick_device, synchronize
 from weakwater.infer.sampling import SamplingParams
 from weakwater.model.config import PRESETS, preset
 from weakwater.model.llama import Transformer
@@ -38,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompts", type=int, default=1, help="prompts per step (default: 1)")
     parser.add_argument("--prompt-len", type=int, default=64, help="prompt tokens (default: 64)")
     parser.add_argument("--new-tokens", type=int, default=512, help="new tokens per sample (default: 512)")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--no-hf", action="store_true", help="skip the HF generate baseline")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child process")
@@ -58,16 +59,11 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return parser
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _timed(fn: Any, device: torch.device) -> tuple[float, Any]:
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     out = fn()
-    _sync(device)
+    synchronize(device)
     return time.perf_counter() - start, out
 
 
@@ -132,7 +128,7 @@ def computed_gib(model: Transformer, args: Any) -> dict[str, float]:
 
 def step_only(args: Any) -> dict[str, Any]:
     """The memory child: build, run one step, report the peak."""
-    device = resolve_device(args.device)
+    device = pick_device(args.device)
     name = args.preset[0]
     base_rss = peak_rss_mb()
     model, reference, prompts = build(name, args, device)
@@ -149,9 +145,9 @@ def step_only(args: Any) -> dict[str, Any]:
 
 def hf_rollout_seconds(model: Transformer, prompts: list[list[int]], args: Any, device: torch.device) -> float:
     """HF ``generate`` sampling the same number of tokens from an HF model holding the same weights."""
-    from weakwater.bench.decode import hf_llama
+    from weakwater.model.hf import hf_model
 
-    hf = hf_llama(model).to(device)
+    hf = hf_model(model).eval().to(device)
     ids = torch.tensor(prompts, device=device)
 
     def generate() -> None:
@@ -172,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     if args.step_only:
         write_json(step_only(args), args.json)
         return 0
-    device = resolve_device(args.device)
+    device = pick_device(args.device)
     rows = []
     for name in args.preset:
         model, reference, prompts = build(name, args, device)
