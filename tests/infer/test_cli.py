@@ -200,7 +200,7 @@ def test_chat_tools_malformed_call_is_shown_as_text(generator, monkeypatch):
 @pytest.mark.slow
 def test_chat_tools_command_end_to_end(tool_model_dir, capsys):
     """``weakwater chat --tools calculator`` with a model trained to call it: call, result, answer."""
-    from .conftest import TOOL_QUESTIONS
+    from tests.conftest import TOOL_QUESTIONS
 
     question, expression = next(iter(TOOL_QUESTIONS.items()))
     flags = ["--prompt", question, "--temperature", "0", "--no-color", "--tools", "calculator"]

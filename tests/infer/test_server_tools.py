@@ -9,11 +9,12 @@ import httpx
 import openai
 import pytest
 
+from tests.conftest import TOOL_QUESTIONS
 from weakwater.infer import SamplingParams
 from weakwater.infer.server import ServerConfig, create_app
 from weakwater.infer.tools import CALCULATOR, calculate
 
-from .conftest import TOOL_QUESTIONS, live_server
+from .conftest import live_server
 
 pytestmark = pytest.mark.slow  # trains the tiny tool-calling model once (~30 s on 2 cores)
 
@@ -86,8 +87,9 @@ def test_round_trip_stream_chunk_format(client, tool_server):
             call["arguments"] += part.function.arguments or "" if part.function else ""
         finish = chunk.choices[0].finish_reason or finish
     assert finish == "tool_calls" and calls[0]["name"] == "calculator"
-    assistant = {"role": "assistant", "content": None, "tool_calls": [
-        {"id": calls[0]["id"], "type": "function", "function": {"name": "calculator", "arguments": calls[0]["arguments"]}}]}  # fmt: skip
+    function = {"name": "calculator", "arguments": calls[0]["arguments"]}
+    tool_calls = [{"id": calls[0]["id"], "type": "function", "function": function}]
+    assistant = {"role": "assistant", "content": None, "tool_calls": tool_calls}
     result = CALCULATOR.run(json.loads(calls[0]["arguments"]))
     messages = [
         {"role": "user", "content": QUESTION},

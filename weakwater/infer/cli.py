@@ -84,7 +84,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="tools the web chat may offer the model and run here (GET /v1/tools, POST /v1/tools/call): builtin, "
         "calculator, lookup or a Python file, comma-separated. API clients always send and run their own tools",
     )
-    serve.add_argument("--world", metavar="FILE", help="world.json for the lookup tool (default: found beside the model)")
+    serve.add_argument(
+        "--world", metavar="FILE", help="world.json for the lookup tool (default: found beside the model)"
+    )
     _runtime_flags(serve)
     serve.set_defaults(func=run_serve)
 
