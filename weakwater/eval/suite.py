@@ -181,6 +181,7 @@ def headline(results: dict[str, Any]) -> list[tuple[str, str, float | None]]:
                     m = r[mode]
                     rows.append((f"repetition {mode}: repeated 4-grams (lower is better)", _pct(m["repeated_4gram"]),
                                  m["repeated_4gram"]))  # fmt: skip
+                    rows.append((f"repetition {mode}: replies repeating a 4-gram", _pct(m["looping"]), m["looping"]))
                     for n in (1, 2):
                         value = m[f"distinct_{n}"]
                         rows.append((f"repetition {mode}: distinct-{n}", _num(value, 2), value))

@@ -216,6 +216,12 @@ class Tokenizer:
             if reasoning is not None:  # transformers aliases older reasoning field names the same way
                 message = {"thinking": reasoning, **message, "reasoning_content": reasoning}
             chat.append(message)
+        if tools is None and chat and chat[0].get("role") == "system" and chat[0].get("tools"):
+            # MiniMind-3's shape: the tools ride on the system message. Templates (MiniMind's, Qwen's) read the
+            # ``tools`` variable, so hand them over as transformers would; an empty system prompt that only
+            # carried them is not a system prompt.
+            tools = chat[0]["tools"]
+            chat = chat[1:] if not chat[0].get("content") else [{**chat[0]}, *chat[1:]]
         if uses_tools and not self.supports_tools:
             raise ValueError(
                 f"the chat template of {self.dir} cannot render tools, tool calls or tool turns (a tokenizer trained "

@@ -322,9 +322,12 @@ def check_run_dir(trainer: Trainer) -> None:
         raise ConfigError(
             f"{trainer.out} already holds checkpoints of a run: pass --resume to continue it or choose another --out"
         )
-    if not (existing[0] / TRAINER_FILE).is_file() and not (existing[0] / "state.json").is_file():
-        return  # an incomplete checkpoint: resume reports it and falls back to an older one
-    saved = read_trainer_state(existing[0])["model"]
+    if (existing[0] / "state.json").is_file():
+        read_trainer_state(existing[0])  # an older format: refused with what to do instead
+    try:
+        saved = read_trainer_state(existing[0])["model"]
+    except (ValueError, KeyError):
+        return  # unreadable: resume verifies every checkpoint, reports this one and falls back to an older one
     ours = trainer.model_config.to_dict()
     # A field newer than the checkpoint was at its default then (e.g. qk_norm off).
     defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
