@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
 from weakwater.model.config import ModelConfig
-from weakwater.model.io import atomic_replace_dir, load_model
+from weakwater.model.io import atomic_replace_dir, load_model, save_safetensors
 from weakwater.model.llama import Transformer
 from weakwater.model.lora import load_adapter, merge_lora
 
@@ -187,7 +186,7 @@ def export_hf(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    save_file(hf_state_dict(model, DTYPES[dtype]), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    save_safetensors(hf_state_dict(model, DTYPES[dtype]), tmp / "model.safetensors")
     (tmp / "config.json").write_text(json.dumps(hf_config(model.config, ids, dtype), indent=2) + "\n")
     generation = {
         "bos_token_id": ids.im_start,
