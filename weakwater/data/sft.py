@@ -133,7 +133,7 @@ class LazyRecords:
             except ConversationError as e:
                 if strict:
                     raise DataError(f"{self.path}:{line_no}: {e}", e.key) from e
-                skipped.add(e.key, f"{self.path}:{line_no}")
+                skipped.add(e.key, f"{self.path}:{line_no}", message=f"{self.path}:{line_no}: {e}")
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -149,7 +149,7 @@ class LazyRecords:
 
 def _require_rows(records: LazyRecords, skipped: SkipCounter, what: str) -> None:
     if len(records) == 0:
-        raise DataError(f"{records.path}: no usable {what} ({skipped.summary()})", "empty_dataset")
+        raise DataError(f"{records.path}: no usable {what}; {skipped.summary()}", "empty_dataset")
 
 
 class ChatDataset(Dataset):
