@@ -19,7 +19,7 @@ import torch
 from weakwater.data.dpo import to_pair
 from weakwater.data.jsonl import read_jsonl
 from weakwater.data.sft import tokenize_conversation
-from weakwater.infer import Generator, SamplingParams, chat_stop_ids
+from weakwater.infer import Generator, SamplingParams, end_token_ids
 from weakwater.train.losses import sequence_logps
 
 TRAILING_PUNCT = " \t\r\n.,!?;:。，！？；：、\"'”’)）"
@@ -75,7 +75,7 @@ def generate_answers(
     """Chat replies (stop at the end-of-turn token), batched: greedy, or sampled at ``temperature`` with
     conversation i seeded ``seed + i`` (so a reply does not depend on the batching)."""
     gen = Generator(model, tokenizer, device=str(next(model.parameters()).device), weights=weights)
-    stop = chat_stop_ids(tokenizer)
+    stop = end_token_ids(tokenizer)
     params = [
         SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, stop_token_ids=stop, seed=seed + i)
         for i in range(len(conversations))
