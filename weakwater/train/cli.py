@@ -66,11 +66,13 @@ def load_run_tokenizer(cfg: TrainConfig) -> Any:
     """The tokenizer a run uses: ``--tokenizer``, else the one inside ``--init``, else the one ``--data``
     was prepared with (recorded in its meta.json)."""
     source = cfg.tokenizer or cfg.init
-    meta_path = Path(cfg.data) / "meta.json"
-    if source is None and meta_path.is_file():
-        source = json.loads(meta_path.read_text(encoding="utf-8")).get("tokenizer", {}).get("dir")
-        if source and not Path(source).is_dir():
-            raise ConfigError(f"{meta_path} names tokenizer {source}, which no longer exists: pass --tokenizer DIR")
+    if source is None and Path(cfg.data).is_dir():
+        from weakwater.data.pretrain import shard_tokenizer_dir
+
+        try:
+            source = shard_tokenizer_dir(cfg.data)
+        except FileNotFoundError as e:
+            raise ConfigError(str(e)) from e
     if source is None:
         raise ConfigError("no tokenizer: pass --tokenizer DIR (or --init DIR of a saved model, which contains one)")
     from weakwater.tokenizer import load_tokenizer
@@ -78,11 +80,24 @@ def load_run_tokenizer(cfg: TrainConfig) -> Any:
     return load_tokenizer(source)
 
 
+def check_paths(cfg: TrainConfig, preset_flag: bool) -> None:
+    """Input paths that do not exist, named as the flag the user typed (before anything else complains
+    about a file inside them)."""
+    if cfg.init and not Path(cfg.init).is_dir():
+        raise ConfigError(f"--init {cfg.init}: no such directory (expected a saved model, e.g. runs/pt/final)")
+    if cfg.init and preset_flag:
+        raise ConfigError(f"--preset does nothing with --init: the model in {cfg.init} decides the shape; drop one")
+    for flag, path in (("--data", cfg.data), ("--val-data", cfg.val_data), ("--tokenizer", cfg.tokenizer)):
+        if path and not Path(path).exists():
+            raise ConfigError(f"{flag} {path}: no such file or directory")
+
+
 def run_stage(args: argparse.Namespace, name: str, config_cls: type[TrainConfig], make_stage: StageFactory) -> int:
     cfg = resolve(config_cls, args, section=name)
     if args.model_arg:
         cfg.model = {**cfg.model, **parse_model_args(args.model_arg)}
     cfg.validate()
+    check_paths(cfg, preset_flag="preset" in vars(args))
     tokenizer = load_run_tokenizer(cfg)
     from weakwater.train.trainer import Trainer
 

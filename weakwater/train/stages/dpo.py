@@ -37,6 +37,9 @@ REF_FILE = "ref_logps.pt"
 
 @dataclass
 class DPOConfig(SFTConfig):
+    data: str = field(
+        default="", metadata={"help": 'preference pairs JSONL: {"chosen": [...], "rejected": [...]} per line'}
+    )
     out: str = field(default="runs/dpo", metadata={"help": "run directory (checkpoints, metrics, final model)"})
     lr: float = field(default=5e-6, metadata={"help": "peak learning rate (DPO wants a small one)"})
     batch_size: int = field(default=8, metadata={"help": "preference pairs per micro-batch per device"})

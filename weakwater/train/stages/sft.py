@@ -31,6 +31,10 @@ ROPE_SCALINGS = ("none", "linear", "yarn")
 class SFTConfig(TrainConfig):
     data_is_jsonl: ClassVar[bool] = True
 
+    data: str = field(
+        default="",
+        metadata={"help": "chat JSONL (MiniMind conversations, ShareGPT, Alpaca) or a question/answer CSV"},
+    )
     out: str = field(default="runs/sft", metadata={"help": "run directory (checkpoints, metrics, final model)"})
     lr: float = field(default=2e-4, metadata={"help": "peak learning rate"})
     warmup_steps: int = field(default=20, metadata={"help": "linear warmup steps"})
