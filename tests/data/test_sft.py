@@ -14,11 +14,11 @@ from weakwater.data.sft import (
     IGNORE,
     ChatDataset,
     SFTCollator,
-    fit_window,
     line_offsets,
     tag_token_ids,
     tokenize_conversation,
 )
+from weakwater.data.truncation import fit_window
 from weakwater.tokenizer import load_tokenizer
 
 CONV = [

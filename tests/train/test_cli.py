@@ -107,7 +107,7 @@ def test_chat_stage_help_describes_jsonl_data_and_plain_defaults(command, capsys
     with pytest.raises(SystemExit):
         main([command, "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    data_help = text.split("--data DATA", 1)[1].split("--val-data", 1)[0]
+    data_help = text.split("options:", 1)[1].split("--data DATA", 1)[1].split("--val-data", 1)[0]
     assert "JSONL" in data_help and "weakwater prepare" not in data_help
     assert "['" not in text and "(default: q_proj,k_proj,v_proj" in text  # lists as they are typed
     assert "(default: None)" not in text and "(default: )" not in text

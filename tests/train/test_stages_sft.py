@@ -120,7 +120,8 @@ def test_cli_sft_and_strict_error(tmp_path, make_model_dir, capsys):
             "--save-every", "0"]  # fmt: skip
     assert main(args) == 0
     err = capsys.readouterr().err
-    assert "sft train data: 1 conversations, skipped 1 records: no_assistant_turn=1" in err
+    assert "sft train data: 1 conversations, skipped 1 records:\n  no_assistant_turn x1, first: " in err
+    assert f"{data}:2: field conversations: no non-empty assistant turn" in err
     assert (tmp_path / "run" / "final" / "config.json").exists()
     assert main([*args[:-6], "--out", str(tmp_path / "strict"), "--strict", "--max-steps", "1"]) == 2
     strict_err = capsys.readouterr().err
