@@ -14,7 +14,8 @@ Conventions (kept simple on purpose, so whoever edits the docs sees them):
 The directory starts with a miniature of what ``make demo`` leaves in ``runs/demo`` (tiny random models
 with a small tokenizer, the small synthetic data set), so the documented paths exist. ``weakwater`` on
 PATH is this checkout, with the long-running commands cut to demo size: training stops after 2 steps,
-``serve`` is started, asked ``/v1/models`` and stopped, ``eval tasks`` and ``eval ppl`` read a few rows.
+``serve`` is started, asked ``/v1/models`` and stopped, ``eval tasks`` and ``eval ppl`` read a few rows,
+``data synth`` writes the small data set and ``tokenizer train`` samples 300 kB.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,6 +83,10 @@ args = sys.argv[1:]
 TRAIN = ("pretrain", "sft", "distill", "dpo")
 if args and args[0] in TRAIN and "--help" not in args:
     args += ["--max-steps", "2", "--batch-size", "2", "--eval-every", "0", "--save-every", "0", "--no-plot"]
+if args[:2] == ["data", "synth"]:
+    args += ["--size", "small"]
+if args[:2] == ["tokenizer", "train"]:
+    args += ["--max-bytes", "300000"]
 if args[:2] == ["bench", "train"]:
     args += ["--batch", "1", "--seq", "32", "--steps", "1", "--warmup", "0"]
 if args[:2] == ["eval", "tasks"]:
@@ -142,7 +148,7 @@ def run_block(block: Block, cwd: Path, env: dict[str, str]) -> None:
         cmd = [sys.executable, "-c", block.text]
     else:
         cmd = ["bash", "-euo", "pipefail", "-c", block.text]
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, (
         f"{block.where} ({block.lang}) exited {proc.returncode}\n--- block\n{block.text}"
         f"--- stdout (tail)\n{proc.stdout[-3000:]}\n--- stderr (tail)\n{proc.stderr[-3000:]}"
@@ -159,6 +165,7 @@ def test_blocks_are_found_and_markers_parse():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(REPO)))
 def test_every_code_block_runs(doc, demo_world, tmp_path):
     work = tmp_path / "work"
@@ -179,7 +186,9 @@ def test_every_code_block_runs(doc, demo_world, tmp_path):
                 skipped.append(f"{block.where}: {block.skip}")
             continue
         if block.lang in RUN_LANGS:
+            start = time.perf_counter()
             run_block(block, work, env)
+            print(f"RAN {block.where} in {time.perf_counter() - start:.0f}s")
             continue
         first, _, rest = block.text.partition("\n")
         target = FILE_LINE.match(first)

@@ -14,7 +14,6 @@ COMMAND_MODULES = (
     "weakwater.data.cli",
     "weakwater.train.cli",
     "weakwater.bench.cli",
-    "weakwater.train.stages.cli",
     "weakwater.demo",
     "weakwater.export.cli",
     "weakwater.eval.cli",

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from weakwater.data.chat import ConversationError
 from weakwater.data.dpo import PreferenceDataset, collate_pairs, to_pair
 from weakwater.data.jsonl import DataError
-from weakwater.data.sft import IGNORE
+from weakwater.model.loglik import IGNORE_INDEX as IGNORE
 from weakwater.tokenizer import load_tokenizer
 
 Q = {"role": "user", "content": "What is 2 + 3?"}
@@ -48,8 +48,8 @@ def test_batch_layout_and_last_turn_mask(tmp_path, bpe_tokenizer_dir):
     assert len(ds) == 2 and ds.skipped.counts == {"different_prompts": 1}
     batch = collate_pairs([ds[0], ds[1]], tok.eos_id)
     assert batch["input_ids"].shape[0] == 4 and batch["index"].tolist() == [10, 11]
-    chosen_targets = [t for t in batch["targets"][0].tolist() if t != IGNORE]
-    rejected_targets = [t for t in batch["targets"][2].tolist() if t != IGNORE]
+    chosen_targets = [t for t in batch["labels"][0].tolist() if t != IGNORE]
+    rejected_targets = [t for t in batch["labels"][2].tolist() if t != IGNORE]
     assert tok.decode(chosen_targets) == "5.<|im_end|>" and tok.decode(rejected_targets) == "6.<|im_end|>"
     with pytest.raises(DataError, match=r"pairs\.jsonl:2: field rejected: different prompts"):
         PreferenceDataset(path, tok, max_len=64, strict=True)
@@ -61,7 +61,7 @@ def test_real_pairs(reference_dir, bpe_tokenizer_dir):
         ds = PreferenceDataset(reference_dir / "data" / "dpo.jsonl", tok, max_len=257)
         assert len(ds) == 100 and ds.skipped.total == 0
         batch = collate_pairs([ds[i] for i in range(4)], tok.eos_id)
-        assert ((batch["targets"] != IGNORE).sum(1) > 0).all()  # long pairs keep answer tokens (tail window)
+        assert ((batch["labels"] != IGNORE).sum(1) > 0).all()  # long pairs keep answer tokens (tail window)
 
 
 @settings(max_examples=40, deadline=None)
@@ -77,10 +77,10 @@ def test_collate_pairs_property(lengths):
         samples.append({"index": i, **side})
     batch = collate_pairs(samples, pad_id=0)
     b = len(samples)
-    assert batch["input_ids"].shape[0] == 2 * b and batch["targets"].shape == batch["input_ids"].shape
+    assert batch["input_ids"].shape[0] == 2 * b and batch["labels"].shape == batch["input_ids"].shape
     for r, s in enumerate(samples):
         for row, name in ((r, "chosen"), (b + r, "rejected")):
             ids, mask = s[f"{name}_ids"], s[f"{name}_mask"]
             expected = [int(t) if m else IGNORE for t, m in zip(ids[1:], mask[1:])]
-            got = batch["targets"][row].tolist()
+            got = batch["labels"][row].tolist()
             assert got[: len(expected)] == expected and all(t == IGNORE for t in got[len(expected) :])

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from weakwater.data.jsonl import DataError
 from weakwater.data.sft import (
-    IGNORE,
     ChatDataset,
     SFTCollator,
     line_offsets,
@@ -19,6 +18,7 @@ from weakwater.data.sft import (
     tokenize_conversation,
 )
 from weakwater.data.truncation import fit_window
+from weakwater.model.loglik import IGNORE_INDEX
 from weakwater.tokenizer import load_tokenizer
 
 CONV = [
@@ -144,17 +144,17 @@ sample = st.integers(2, 12).flatmap(
 @settings(max_examples=60, deadline=None)
 @given(st.lists(sample, min_size=1, max_size=5), st.floats(1.0, 20.0))
 def test_collator_properties(samples, tag_weight):
-    """Shapes line up; targets are shifted ids exactly where the shifted mask is set; padding carries no weight."""
+    """Shapes line up; labels are shifted ids exactly where the shifted mask is set; padding carries no weight."""
     items = [{"ids": torch.tensor(i), "mask": torch.tensor(m)} for i, m in samples]
     batch = SFTCollator(pad_id=0, tag_ids=(3, 4), tag_weight=tag_weight)(items)
     width = max(len(i) for i, _ in samples) - 1
-    assert batch["input_ids"].shape == batch["targets"].shape == batch["weights"].shape == (len(items), width)
+    assert batch["input_ids"].shape == batch["labels"].shape == batch["weights"].shape == (len(items), width)
     for row, (ids, mask) in enumerate(samples):
         for t in range(width):
             real = t + 1 < len(ids) and mask[t + 1]
-            target, weight = batch["targets"][row, t].item(), batch["weights"][row, t].item()
+            target, weight = batch["labels"][row, t].item(), batch["weights"][row, t].item()
             if not real:
-                assert target == IGNORE and weight == 0
+                assert target == IGNORE_INDEX and weight == 0
             else:
                 assert target == ids[t + 1]
                 assert weight == pytest.approx(tag_weight if target in (3, 4) else 1.0)

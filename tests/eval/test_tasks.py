@@ -1,4 +1,4 @@
-"""Held-out scoring: answer extraction, exact match, R1 format check, preference accuracy."""
+"""Held-out scoring: demo tasks from real generations (answers judged by weakwater.eval.answers), preferences."""
 
 from __future__ import annotations
 
@@ -8,38 +8,10 @@ import pytest
 import torch
 
 from weakwater.eval import tasks
-from weakwater.eval.tasks import answer_part, is_correct, is_well_formed, pair_logps, preference_metrics, run_task
+from weakwater.eval.answers import is_correct
+from weakwater.eval.tasks import pair_logps, preference_metrics, run_task
 from weakwater.model.io import load_model
 from weakwater.tokenizer import load_tokenizer
-
-
-@pytest.mark.parametrize(
-    ("generation", "answer", "ok"),
-    [
-        ("Varan.", "Varan", True),
-        ("  varan!  ", "Varan", True),
-        ("Varan, a city in the east.", "Varan", True),
-        ("1987年。", "1987", True),
-        ("Kedor.", "Varan", False),
-        ("<think>\n47 + 3 = 50\n</think>\n<answer>\n50\n</answer>", "50", True),
-        ("<think>\nmaybe 50\n</think>\n<answer>\n49\n</answer>", "50", False),
-        ("<think>\n50\n</think>\n51", "50", False),  # the answer is what follows the thinking
-        ("", "50", False),
-        ("anything", "", False),  # an empty expected answer never matches
-    ],
-)
-def test_is_correct(generation, answer, ok):
-    assert is_correct(generation, answer) is ok
-
-
-def test_answer_part_and_format():
-    r1 = "<think>\n1 + 1 = 2\n</think>\n<answer>\n2\n</answer>"
-    assert answer_part(r1).strip() == "2"
-    assert is_well_formed(r1)
-    assert not is_well_formed("2")
-    assert not is_well_formed("<think>\nx\n</think>\n<answer>\n\n</answer>")  # empty answer
-    assert not is_well_formed(r1 + " and more text")
-    assert not is_well_formed("<answer>\n2\n</answer>")
 
 
 def test_preference_metrics_by_hand():

@@ -169,4 +169,7 @@ def test_ctrl_c_with_output_piped_into_a_dead_reader_still_saves(shards, bpe_tok
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["event"] == "interrupted"
     latest = (out / "checkpoints" / "latest").read_text().strip()
-    assert (out / "checkpoints" / latest / "model.safetensors").is_file()
+    weights = out / "checkpoints" / latest / "model.safetensors"
+    from weakwater.model.io import current_umask
+
+    assert weights.is_file() and weights.stat().st_mode & 0o777 == 0o666 & ~current_umask()  # not safetensors' 0600

@@ -15,7 +15,11 @@ from weakwater.train.stages.distill import DistillConfig, DistillStage
 from weakwater.train.stages.sft import SFTConfig, SFTStage
 from weakwater.train.trainer import Trainer
 
-RUN = dict(max_steps=2, batch_size=2, eval_every=0, eval_batches=1, save_every=0, log_every=1, device="cpu")
+# Tiny windows cut most real answers on purpose (these tests are about the stages, not the data).
+RUN = dict(
+    max_steps=2, batch_size=2, eval_every=0, eval_batches=1, save_every=0, log_every=1, device="cpu",
+    allow_truncation=True,
+)  # fmt: skip
 
 
 def _metrics(out):
@@ -30,8 +34,15 @@ def test_few_steps_on_real_samples(tmp_path, reference_dir, bpe_tokenizer_dir, t
     data = reference_dir / "data" / f"{name}.jsonl"
     model = {"dim": 32, "n_layers": 1, "n_heads": 2, "n_kv_heads": 1, "max_seq_len": 64}
     cls, stage_cls = (SFTConfig, SFTStage) if name == "sft" else (DistillConfig, DistillStage)
-    cfg = cls(data=str(data), val_data=str(data), out=str(tmp_path / name), tokenizer=str(tok_dir), seq_len=64,
-              model=model, **RUN)  # fmt: skip
+    cfg = cls(
+        data=str(data),
+        val_data=str(data),
+        out=str(tmp_path / name),
+        tokenizer=str(tok_dir),
+        seq_len=64,
+        model=model,
+        **RUN,
+    )
     final = Trainer(cfg, stage_cls(cfg, tok), tokenizer=tok).fit()
     assert load_model(final).config.vocab_size == tok.vocab_size
     rows = _metrics(tmp_path / name)
@@ -90,8 +101,11 @@ def test_long_context_sft_stores_rope_scaling(tmp_path, make_model_dir, bpe_toke
 
 def test_long_context_without_scaling_is_refused(tmp_path, make_model_dir):
     init = make_model_dir(tmp_path / "init", max_seq_len=32)
+    cfg = SFTConfig(data="x.jsonl", out=str(tmp_path / "o"), init=str(init), max_seq_len=64)
+    cfg.validate()  # validation reads no files and changes no field ...
+    assert cfg.model == {} and cfg.seq_len == 256
     with pytest.raises(ConfigError, match="--rope-scaling"):
-        SFTConfig(data="x.jsonl", out=str(tmp_path / "o"), init=str(init), max_seq_len=64).validate()
+        cfg.model_overrides()  # ... the explicit resolution against the --init model does
 
 
 def test_lora_sft_saves_adapter_and_merged_model(tmp_path, make_model_dir, bpe_tokenizer_dir, reference_dir):

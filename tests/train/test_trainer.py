@@ -204,13 +204,13 @@ class CopyStage:
         x = torch.stack(samples)
         return {"input_ids": x[:, :-1], "labels": (x[:, :-1] + 1) % 64}  # "add one": quick to learn
 
-    def loss(self, model, batch):
+    def loss(self, model, batch, *, train):
         logits = model(batch["input_ids"])
         total = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), reduction="sum")
         accuracy = (logits.argmax(-1) == batch["labels"]).float().mean()
         return total, torch.tensor(float(batch["labels"].numel())), {"accuracy": accuracy}
 
-    def evaluate(self, trainer):
+    def evaluate(self, ctx):
         return {"copy_eval": 1.0}
 
 
@@ -221,6 +221,9 @@ def test_any_stage_plugs_in_and_its_metrics_are_logged(shards, tmp_path):
     accuracy = [r["accuracy"] for r in records if "accuracy" in r]
     assert len(accuracy) == 6 and accuracy[-1] > accuracy[0] + 0.3, accuracy
     assert [r["copy_eval"] for r in records if "copy_eval" in r] == [1.0, 1.0]
+    # the loss's metrics on validation batches are logged as val_<name>
+    val_accuracy = [r["val_accuracy"] for r in records if "val_accuracy" in r]
+    assert len(val_accuracy) == 2 and val_accuracy[-1] > val_accuracy[0], val_accuracy
 
 
 class SpikyStage(PretrainStage):
@@ -230,9 +233,9 @@ class SpikyStage(PretrainStage):
         super().__init__(cfg)
         self.calls, self.spikes = 0, spikes
 
-    def loss(self, model, batch):
-        total, count, extra = super().loss(model, batch)
-        if model.training:
+    def loss(self, model, batch, *, train):
+        total, count, extra = super().loss(model, batch, train=train)
+        if train:
             self.calls += 1
             if self.calls in self.spikes:
                 total = total * 20

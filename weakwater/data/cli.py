@@ -1,8 +1,10 @@
-"""``weakwater data synth``: write the built-in bilingual demo data set (no downloads needed)."""
+"""``weakwater data synth`` (the built-in bilingual demo data set, no downloads needed) and
+``weakwater data convert-chat`` (ShareGPT / Alpaca / CSV to MiniMind conversations)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from weakwater.data.synth import SIZES, generate
@@ -11,8 +13,9 @@ from weakwater.data.synth import SIZES, generate
 def register(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser(
         "data",
-        help="built-in demo data",
-        description="Built-in data: `weakwater data synth` writes a deterministic bilingual synthetic world.",
+        help="built-in demo data; chat format conversion",
+        description="`weakwater data synth` writes a deterministic bilingual synthetic world; "
+        "`weakwater data convert-chat` converts chat data to MiniMind conversations JSONL.",
     )
     data_sub = data.add_subparsers(dest="data_command", metavar="<subcommand>", required=True)
     synth = data_sub.add_parser(
@@ -28,6 +31,27 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--size", choices=list(SIZES), default="demo", help="small (tests), demo (CPU demo, default) or large"
     )
     synth.set_defaults(func=run_synth)
+    convert = data_sub.add_parser(
+        "convert-chat",
+        help="convert ShareGPT / Alpaca / question-answer CSV data to MiniMind conversations JSONL",
+        description="Reads JSONL (format auto-detected per line) or a question/answer CSV and writes "
+        '{"conversations": [...]} JSONL; malformed records are skipped and counted (or fail with --strict).',
+    )
+    convert.add_argument("--data", required=True, help="input .jsonl or .csv file")
+    convert.add_argument("--out", required=True, help="output .jsonl file")
+    convert.add_argument(
+        "--format", default="auto", help="auto, messages, sharegpt or alpaca (CSV is detected by suffix)"
+    )
+    convert.add_argument("--strict", action="store_true", help="stop at the first malformed record")
+    convert.set_defaults(func=run_convert)
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from weakwater.data.chat import convert_file
+
+    n, skipped = convert_file(args.data, args.out, strict=args.strict, fmt=args.format)
+    print(f"convert-chat: wrote {n} conversations to {args.out}; {skipped.summary()}", file=sys.stderr)
+    return 0
 
 
 def run_synth(args: argparse.Namespace) -> int:

@@ -16,8 +16,9 @@ from torch.utils.data import Dataset
 
 from weakwater.data.chat import ConversationError, Message, _from_role_content, validate
 from weakwater.data.jsonl import SkipCounter
-from weakwater.data.sft import IGNORE, ChatTokenizer, LazyRecords, _require_rows, tokenize_conversation
+from weakwater.data.sft import ChatTokenizer, LazyRecords, _require_rows, tokenize_conversation
 from weakwater.data.truncation import LengthReport, TruncationCounter, fit_window, measure
+from weakwater.model.loglik import IGNORE_INDEX
 
 
 def to_pair(record: Any) -> tuple[list[Message], list[Message]]:
@@ -96,10 +97,10 @@ def collate_pairs(samples: list[dict[str, Any]], pad_id: int) -> dict[str, torch
     for r, (i, m) in enumerate(rows):
         ids[r, : len(i)] = i
         mask[r, : len(m)] = m
-    targets = ids[:, 1:].clone()
-    targets[~mask[:, 1:]] = IGNORE
+    labels = ids[:, 1:].clone()
+    labels[~mask[:, 1:]] = IGNORE_INDEX
     return {
         "input_ids": ids[:, :-1].contiguous(),
-        "targets": targets,
+        "labels": labels,
         "index": torch.tensor([s["index"] for s in samples], dtype=torch.long),
     }

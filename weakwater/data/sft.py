@@ -28,8 +28,7 @@ from torch.utils.data import Dataset
 from weakwater.data.chat import ConversationError, Message, read_conversations, to_messages
 from weakwater.data.jsonl import DataError, SkipCounter
 from weakwater.data.truncation import LengthReport, TruncationCounter, fit_window, measure
-
-IGNORE = -100
+from weakwater.model.loglik import IGNORE_INDEX
 
 
 class ChatTokenizer(Protocol):
@@ -144,7 +143,7 @@ def _require_rows(records: LazyRecords, skipped: SkipCounter, what: str) -> None
 class ChatDataset(Dataset):
     """SFT samples: ``{"ids": LongTensor[L], "mask": BoolTensor[L]}`` with ``L <= max_len``.
 
-    ``max_len`` counts tokens including the one shifted off for targets (``seq_len + 1``).
+    ``max_len`` counts tokens including the one shifted off for labels (``seq_len + 1``).
     ``stats`` counts samples seen truncated (by policy), and ``skipped`` the lines dropped at load.
     """
 
@@ -184,10 +183,10 @@ class ChatDataset(Dataset):
 
 @dataclass
 class SFTCollator:
-    """Right-pads a list of samples; targets are ids shifted left, -100 where not supervised.
+    """Right-pads a list of samples; ``labels`` are the ids shifted left, ``IGNORE_INDEX`` where not supervised.
 
-    ``weights`` (float, same shape as targets) is 1 on supervised targets, ``tag_weight`` on supervised
-    targets whose id is in ``tag_ids`` (distillation), 0 elsewhere; the loss is sum(w * ce) / sum(w).
+    ``weights`` (float, same shape as labels) is 1 on supervised labels, ``tag_weight`` on supervised
+    labels whose id is in ``tag_ids`` (distillation), 0 elsewhere; the loss is sum(w * nll) / sum(w).
     Right padding needs no attention mask: causal attention never lets a real token see later padding.
     """
 
@@ -204,14 +203,14 @@ class SFTCollator:
         for row, s in enumerate(samples):
             ids[row, : len(s["ids"])] = s["ids"]
             mask[row, : len(s["mask"])] = s["mask"]
-        targets = ids[:, 1:].clone()
+        labels = ids[:, 1:].clone()
         tmask = mask[:, 1:]
-        targets[~tmask] = IGNORE
+        labels[~tmask] = IGNORE_INDEX
         weights = tmask.float()
         if self.tag_ids and self.tag_weight != 1.0:
-            is_tag = torch.isin(targets, torch.tensor(self.tag_ids, dtype=torch.long)) & tmask
+            is_tag = torch.isin(labels, torch.tensor(self.tag_ids, dtype=torch.long)) & tmask
             weights[is_tag] = self.tag_weight
-        return {"input_ids": ids[:, :-1].contiguous(), "targets": targets, "weights": weights}
+        return {"input_ids": ids[:, :-1].contiguous(), "labels": labels, "weights": weights}
 
 
 def tag_token_ids(tokenizer: ChatTokenizer) -> tuple[int, ...]:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 HEAD, TAIL = "truncated_head", "truncated_tail"
-MEASURE_AT_MOST = 5000  # samples tokenised by the check; bigger files are estimated from a random subset
+MEASURE_AT_MOST = 1000  # samples tokenised by the check; bigger files are estimated from a random subset
 ROUND_TO = 64  # suggested lengths are multiples of this
 
 

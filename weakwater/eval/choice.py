@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
+
+from weakwater.model.loglik import IGNORE_INDEX, sequence_logprobs
 
 LETTERS = ("A", "B", "C", "D")
 SCORINGS = ("letter", "text")
@@ -108,16 +109,12 @@ def continuation_logprobs(
         rows.append(ids)
     width = max(len(r) for r in rows) - 1
     inputs = torch.zeros(len(rows), width, dtype=torch.long)
-    for i, ids in enumerate(rows):
-        inputs[i, : len(ids) - 1] = torch.tensor(ids[:-1])
-    logp = F.log_softmax(model(inputs.to(device)).float(), dim=-1)
-    out = []
+    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)  # only the continuation is scored
     for i, (ids, cont) in enumerate(zip(rows, continuations)):
-        n = len(cont)
-        positions = torch.arange(len(ids) - 1 - n, len(ids) - 1, device=device)
-        targets = torch.tensor(ids[-n:], device=device)
-        out.append((logp[i, positions, targets].sum().item(), n))
-    return out
+        inputs[i, : len(ids) - 1] = torch.tensor(ids[:-1])
+        labels[i, len(ids) - 1 - len(cont) : len(ids) - 1] = torch.tensor(ids[-len(cont) :])
+    totals, _ = sequence_logprobs(model(inputs.to(device)), labels.to(device))
+    return [(total, len(cont)) for total, cont in zip(totals.tolist(), continuations)]
 
 
 def evaluate_choice(

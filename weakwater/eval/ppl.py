@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from weakwater.console import Progress
 from weakwater.data.chat import record_text
 from weakwater.data.jsonl import DataError, SkipCounter, read_jsonl
+from weakwater.model.loglik import IGNORE_INDEX, token_logprobs
 
 
 def read_texts(path: str | Path, field: str = "text", skipped: SkipCounter | None = None) -> Iterator[str]:
@@ -44,7 +44,7 @@ def _count_lines(path: str | Path) -> int:
 
 
 def windows(ids: list[int], length: int) -> Iterator[tuple[list[int], list[int]]]:
-    """(inputs, targets) pairs of at most ``length`` tokens covering every target in ``ids[1:]`` once."""
+    """(inputs, labels) pairs of at most ``length`` tokens covering every label in ``ids[1:]`` once."""
     for start in range(0, len(ids) - 1, length):
         chunk = ids[start : start + length + 1]
         yield chunk[:-1], chunk[1:]
@@ -55,14 +55,12 @@ def score_windows(model: torch.nn.Module, batch: list[tuple[list[int], list[int]
     """Summed next-token negative log-likelihood (nats) of a batch of right-padded windows."""
     width = max(len(x) for x, _ in batch)
     inputs = torch.zeros(len(batch), width, dtype=torch.long)
-    targets = torch.full((len(batch), width), -100, dtype=torch.long)
+    labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
     for row, (x, y) in enumerate(batch):
         inputs[row, : len(x)] = torch.tensor(x)
-        targets[row, : len(y)] = torch.tensor(y)
-    logits = model(inputs.to(device)).float()  # right padding never affects earlier positions (causal)
-    return F.cross_entropy(
-        logits.flatten(0, 1), targets.to(device).flatten(), ignore_index=-100, reduction="sum"
-    ).item()
+        labels[row, : len(y)] = torch.tensor(y)
+    logits = model(inputs.to(device))  # right padding never affects earlier positions (causal)
+    return -token_logprobs(logits, labels.to(device)).sum().item()
 
 
 def evaluate_ppl(

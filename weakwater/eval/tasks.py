@@ -1,52 +1,28 @@
 """Held-out evaluation from real generations and log-probs: exact match, format compliance, preferences.
 
 Eval files are JSONL rows ``{"messages": [{"role": "user", ...}], "answer": str, "task": str}``. A
-generation is correct when its answer part (after ``</think>``, or inside ``<answer>`` when present),
-normalised (strip, lower-case, trailing punctuation removed), equals or starts with the normalised
-expected answer. Greedy decoding, so numbers are reproducible.
+generation is judged by the one answer checker, :func:`weakwater.eval.answers.is_correct` (the same the RL
+rewards use). Greedy decoding, so numbers are reproducible.
 """
 
 from __future__ import annotations
 
-import re
+import sys
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from weakwater.data.dpo import to_pair
 from weakwater.data.jsonl import read_jsonl
 from weakwater.data.sft import tokenize_conversation
+from weakwater.eval.answers import is_correct, is_well_formed
 from weakwater.infer import Generator, SamplingParams, end_token_ids
-from weakwater.train.losses import sequence_logps
-
-TRAILING_PUNCT = " \t\r\n.,!?;:。，！？；：、\"'”’)）"
-# A well-formed R1 answer: one think block, then one answer block, nothing outside them.
-R1_FORMAT = re.compile(r"\s*<think>\n?.*?\n?</think>\s*<answer>\n?.*?\S.*?\n?</answer>\s*", re.DOTALL)
-
-
-def normalize(text: str) -> str:
-    return text.strip().lower().rstrip(TRAILING_PUNCT).strip()
-
-
-def answer_part(generation: str) -> str:
-    """The text a user would read as the answer: after ``</think>``, inside ``<answer>`` if present."""
-    text = generation.split("</think>")[-1] if "</think>" in generation else generation
-    if "<answer>" in text:
-        text = text.split("<answer>", 1)[1].split("</answer>", 1)[0]
-    return text
-
-
-def is_correct(generation: str, answer: str) -> bool:
-    got, want = normalize(answer_part(generation)), normalize(answer)
-    return bool(want) and got.startswith(want)
-
-
-def is_well_formed(generation: str) -> bool:
-    """``<think>…</think><answer>…</answer>`` with a non-empty answer and nothing else around them."""
-    return R1_FORMAT.fullmatch(generation) is not None
+from weakwater.model.loglik import IGNORE_INDEX, sequence_logprobs
 
 
 def load_eval(path: str | Path) -> list[dict[str, Any]]:
@@ -61,7 +37,52 @@ def load_eval(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+@dataclass(frozen=True)
+class Reply:
+    """One generated chat reply: its text, its token count, and why it ended ("stop" or "length")."""
+
+    text: str
+    tokens: int
+    finish_reason: str
+
+
 @torch.no_grad()
+def generate_replies(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    conversations: Sequence[list[dict[str, str]]],
+    max_new_tokens: int = 64,
+    batch_size: int = 32,
+    weights: str = "fp32",
+    temperature: float = 0.0,
+    seed: int = 0,
+    top_p: float = 1.0,
+    progress: str | None = None,
+) -> list[Reply]:
+    """Chat replies through the batched decoding engine (stop at the end-of-turn token): greedy, or sampled at
+    ``temperature`` with conversation i seeded ``seed + i`` (so a reply does not depend on the batching).
+    ``progress`` names a progress bar on stderr (None: silent)."""
+    gen = Generator(model, tokenizer, device=str(next(model.parameters()).device), weights=weights)
+    stop = end_token_ids(tokenizer)
+    params = [
+        SamplingParams(
+            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, stop_token_ids=stop, seed=seed + i
+        )
+        for i in range(len(conversations))
+    ]
+    prompts = [tokenizer.encode(tokenizer.render_chat(m, add_generation_prompt=True)) for m in conversations]
+    out: list[Reply] = []
+    with tqdm(total=len(prompts), desc=progress, file=sys.stderr, disable=progress is None, leave=False) as bar:
+        for start in range(0, len(prompts), batch_size):
+            dec = gen.decoder(prompts[start : start + batch_size], params[start : start + batch_size])
+            while not dec.done:
+                dec.step()
+            for r in sorted(dec.finished, key=lambda r: r.index):
+                out.append(Reply(tokenizer.decode(r.tokens), len(r.tokens), r.finish_reason or "length"))
+            bar.update(len(prompts[start : start + batch_size]))
+    return out
+
+
 def generate_answers(
     model: torch.nn.Module,
     tokenizer: Any,
@@ -72,20 +93,9 @@ def generate_answers(
     temperature: float = 0.0,
     seed: int = 0,
 ) -> list[str]:
-    """Chat replies (stop at the end-of-turn token), batched: greedy, or sampled at ``temperature`` with
-    conversation i seeded ``seed + i`` (so a reply does not depend on the batching)."""
-    gen = Generator(model, tokenizer, device=str(next(model.parameters()).device), weights=weights)
-    stop = end_token_ids(tokenizer)
-    params = [
-        SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, stop_token_ids=stop, seed=seed + i)
-        for i in range(len(conversations))
-    ]
-    prompts = [tokenizer.encode(tokenizer.render_chat(m, add_generation_prompt=True)) for m in conversations]
-    out: list[str] = []
-    for start in range(0, len(prompts), batch_size):
-        for ids in gen.generate(prompts[start : start + batch_size], params[start : start + batch_size]):
-            out.append(tokenizer.decode(ids))
-    return out
+    """The texts of :func:`generate_replies`."""
+    replies = generate_replies(model, tokenizer, conversations, max_new_tokens, batch_size, weights, temperature, seed)
+    return [r.text for r in replies]
 
 
 def run_task(
@@ -139,9 +149,9 @@ def pair_logps(
         for messages in (chosen, rejected):
             ids, mask = tokenize_conversation(tokenizer, messages, last_turn_only=True)
             ids, mask = ids[-max_len:], mask[-max_len:]
-            targets = torch.tensor([t if m else -100 for t, m in zip(ids[1:], mask[1:])], device=device)
+            labels = torch.tensor([t if m else IGNORE_INDEX for t, m in zip(ids[1:], mask[1:])], device=device)
             logits = model(torch.tensor([ids[:-1]], device=device))
-            total, count = sequence_logps(logits, targets[None])
+            total, count = sequence_logprobs(logits, labels[None])
             pair.append(total[0] / count[0].clamp(min=1) if per_token else total[0])
         rows.append(torch.stack(pair))
     return torch.stack(rows).cpu()

@@ -110,8 +110,18 @@ def run_stage(args: argparse.Namespace, name: str, config_cls: type[TrainConfig]
     return 0
 
 
+OUTPUTS = (
+    "Outputs in --out: config.json, metrics.jsonl, checkpoints/, best/, final/ (the model), loss.png; "
+    "with --lora-rank also adapter/ (PEFT layout) while final/ holds the merged model."
+)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
+    """Every training stage's command, in pipeline order."""
+    from weakwater.train.stages.distill import DistillConfig, DistillStage
+    from weakwater.train.stages.dpo import DPOConfig, DPOStage
     from weakwater.train.stages.pretrain import PretrainStage
+    from weakwater.train.stages.sft import SFTConfig, SFTStage
 
     add_stage_command(
         sub,
@@ -120,5 +130,33 @@ def register(sub: argparse._SubParsersAction) -> None:
         TrainConfig,
         lambda cfg, _tokenizer: PretrainStage(cfg),
         description="Next-token pretraining. Runs on one device or under torchrun (DDP, or FSDP2 with --fsdp). "
-        "Outputs in --out: config.json, metrics.jsonl, checkpoints/, best/, final/ (the model), loss.png.",
+        + OUTPUTS,
+    )
+    add_stage_command(
+        sub,
+        "sft",
+        "supervised fine-tuning on chat JSONL (loss on assistant tokens only)",
+        SFTConfig,
+        SFTStage,
+        description="SFT on MiniMind {conversations: [...]} JSONL (also ShareGPT, Alpaca, question/answer CSV; "
+        "`weakwater data convert-chat` converts them ahead). Loss on assistant tokens incl. the closing "
+        "<|im_end|>. Long context: --max-seq-len N --rope-scaling linear|yarn from a shorter --init model. " + OUTPUTS,
+    )
+    add_stage_command(
+        sub,
+        "distill",
+        "reasoning distillation on R1-format chats (<think>/<answer> tags up-weighted)",
+        DistillConfig,
+        DistillStage,
+        description="SFT on R1 answers (<think>...</think><answer>...</answer>) with --tag-weight on the tag "
+        "tokens at assistant positions. " + OUTPUTS,
+    )
+    add_stage_command(
+        sub,
+        "dpo",
+        "preference optimisation on chosen/rejected pairs (DPO, IPO, SimPO)",
+        DPOConfig,
+        DPOStage,
+        description="DPO/IPO/SimPO on {chosen: [...], rejected: [...]} JSONL; the reference is --init "
+        "(adapters disabled under LoRA; --precompute-ref stores its log-probs once). " + OUTPUTS,
     )

@@ -85,6 +85,12 @@ class TrainConfig:
         metadata={"help": "ModelConfig overrides, e.g. dim=256,n_layers=6 ([model] table in --config)"},
     )
 
+    def model_overrides(self) -> dict[str, Any]:
+        """The ModelConfig overrides the run builds its model with: ``[model]`` here; stages that derive
+        more (SFT's context length from the ``--init`` model) add them. An explicit step, run once by
+        the trainer when it builds the model, so validation never reads files or rewrites fields."""
+        return dict(self.model)
+
     def validate(self) -> None:
         """Check the settings that need no files; raise :class:`ConfigError` listing every problem."""
         problems: list[str] = []

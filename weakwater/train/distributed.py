@@ -72,3 +72,8 @@ def broadcast_object(obj: object) -> object:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def is_main() -> bool:
+    """True on the process that speaks for the run: rank 0 of the group, or a plain single process."""
+    return not dist.is_initialized() or dist.get_rank() == 0

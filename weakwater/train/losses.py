@@ -16,26 +16,23 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from weakwater.data.sft import IGNORE
+from weakwater.model.loglik import IGNORE_INDEX, token_logprobs
 
 DPO_LOSSES = ("sigmoid", "ipo", "simpo")
 
 
-def weighted_token_ce(
-    logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor
+def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed negative log-likelihood of the scored labels, how many were scored): pretraining's loss."""
+    return -token_logprobs(logits, labels).sum(), (labels != IGNORE_INDEX).sum().float()
+
+
+def weighted_token_nll(
+    logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sum of weight * cross-entropy, sum of weights); targets equal to -100 carry no loss."""
-    ce = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="none")
-    w = weights.flatten().to(ce.dtype)
-    return (ce * w).sum(), w.sum()
-
-
-def sequence_logps(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row summed log-prob of the supervised targets and the number of such tokens."""
-    mask = targets != IGNORE
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    picked = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return (picked * mask).sum(-1), mask.sum(-1)
+    """(sum of weight x negative log-likelihood, sum of weights): SFT (weights 0/1) and distillation
+    (tag tokens weighted up). Ignored labels score 0 whatever their weight."""
+    w = weights.to(torch.float32)
+    return -(token_logprobs(logits, labels) * w).sum(), w.sum()
 
 
 @dataclass

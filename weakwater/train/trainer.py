@@ -29,7 +29,6 @@ import math
 import os
 import random
 import signal
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,17 +36,35 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
+from weakwater import console
 from weakwater.config import save_resolved, to_dict
 from weakwater.data.loader import BatchLoader
 from weakwater.model.config import ModelConfig, preset
-from weakwater.model.io import CONFIG_FILE, FORMAT, WEIGHTS_FILE, file_sha256, save_model, weights_state_dict
+from weakwater.model.io import (
+    CONFIG_FILE,
+    FORMAT,
+    WEIGHTS_FILE,
+    file_sha256,
+    save_model,
+    save_safetensors,
+    weights_state_dict,
+)
 from weakwater.model.llama import Transformer
 from weakwater.train import distributed as wwdist
 from weakwater.train.checkpoint import CheckpointManager, test_pause
 from weakwater.train.config import INIT_OVERRIDABLE, ConfigError, TrainConfig
-from weakwater.train.stage import Stage, call_evaluate, call_setup
+from weakwater.train.stage import (
+    Stage,
+    StageContext,
+    call_evaluate,
+    call_rollout,
+    call_setup,
+    has_rollout,
+    load_stage_state,
+    stage_state,
+)
 from weakwater.train.tracking import MetricsLog, Tracker, plot_curves
 
 SHAPE_FIELDS = ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "tie_embeddings")
@@ -86,6 +103,23 @@ def _nan_steps_from_env() -> set[int]:
     counted per process) with NaN, to exercise skipping and rollback."""
     raw = os.environ.get("WEAKWATER_TEST_NAN_AT", "")
     return {int(x) for x in raw.split(",") if x.strip()}
+
+
+def _add_metrics(acc: dict[str, torch.Tensor], metrics: dict[str, Any], device: torch.device) -> None:
+    """Sum a micro-batch's stage metrics into ``acc`` without leaving the device."""
+    for key, value in metrics.items():
+        value = value.detach().float() if isinstance(value, torch.Tensor) else torch.tensor(float(value), device=device)
+        acc[key] = acc[key] + value if key in acc else value
+
+
+def _reduce(
+    totals: torch.Tensor, metrics: dict[str, torch.Tensor], n: int
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Sum ``[loss, count]`` and the metric sums over ranks in one collective; metrics divided by ``n``."""
+    keys = sorted(metrics)
+    packed = torch.cat([totals, torch.stack([metrics[k] for k in keys])]) if keys else totals
+    wwdist.all_reduce_sum(packed)
+    return packed[:2], {k: packed[2 + i] / n for i, k in enumerate(keys)}
 
 
 @dataclass
@@ -164,6 +198,19 @@ class Trainer:
         self.forward_model = self._wrap_model()
         self.optimizer = self._build_optimizer()
         self.scaler = torch.amp.GradScaler(self.device.type) if self.dtype == torch.float16 else None
+        self.ctx = StageContext(
+            cfg=cfg,
+            model=self.model,
+            tokenizer=self.tokenizer,
+            device=self.device,
+            dtype=self.dtype,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+            generator=self._sampling_generator(),
+            run_dir=self.out,
+            total_steps=self.total_steps,
+        )
+        self.rollout = has_rollout(stage)
 
         # Run state: everything below is saved in checkpoints.
         self.step = 0
@@ -183,6 +230,11 @@ class Trainer:
         self.metrics = MetricsLog(self.out / "metrics.jsonl")
 
     # ------------------------------------------------------------------ setup
+    def _sampling_generator(self) -> torch.Generator:
+        """The stages' sampling RNG: its own stream per rank, apart from the dropout stream (checkpointed)."""
+        seed = int(np.random.SeedSequence([self.cfg.seed, self.dist.rank, 0x5EED]).generate_state(1, np.uint64)[0])
+        return torch.Generator(device=self.device).manual_seed(seed)
+
     def _load_tokenizer(self) -> Any:
         source = self.cfg.tokenizer
         if source is None and self.cfg.init and (Path(self.cfg.init) / "tokenizer.json").is_file():
@@ -201,7 +253,7 @@ class Trainer:
 
             model = load_model(cfg.init, device="cpu")
             saved = model.config.to_dict()
-            changed = {k: v for k, v in cfg.model.items() if saved.get(k, v) != v or k not in saved}
+            changed = {k: v for k, v in cfg.model_overrides().items() if saved.get(k, v) != v or k not in saved}
             if not changed:
                 return model
             fixed = sorted(set(changed) - set(INIT_OVERRIDABLE))
@@ -214,7 +266,7 @@ class Trainer:
             fresh = Transformer(config)
             fresh.load_state_dict(model.state_dict())
             return fresh
-        overrides = dict(cfg.model)
+        overrides = cfg.model_overrides()
         if self.tokenizer is not None and "vocab_size" not in overrides:
             overrides["vocab_size"] = self.tokenizer.vocab_size
         try:
@@ -320,11 +372,6 @@ class Trainer:
             factor = cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
         return cfg.lr * factor * self.lr_scale
 
-    def autocast(self) -> contextlib.AbstractContextManager:
-        if self.dtype == torch.float32:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
-
     def to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
         pin = self.device.type == "cuda"
         return {
@@ -351,7 +398,7 @@ class Trainer:
                 self.out.mkdir(parents=True, exist_ok=True)
                 save_resolved(cfg, self.out / "config.json")
             resumed_from = self._resume() if cfg.resume else None
-            call_setup(self.stage, self)
+            call_setup(self.stage, self.ctx)
             tracker = self._open_tracker()
             old_handlers = self._install_signal_handlers()
             bar = self._progress_bar()
@@ -370,8 +417,7 @@ class Trainer:
                         self._rollback()
                         pending = []
                         if bar is not None:
-                            bar.n = self.step
-                            bar.refresh()
+                            bar.reset_to(self.step)
                     continue
                 pending.append(result)
                 window_tokens += result.tokens
@@ -406,10 +452,7 @@ class Trainer:
         self.interrupted = True
         if self.is_main:
             self.metrics.write({"step": self.step, "event": "interrupted", "signal": self.stop_signal})
-            print(
-                f"\ninterrupted at step {self.step}: checkpoint {checkpoint} written; continue with --resume",
-                file=sys.stderr,
-            )
+            console.say(f"interrupted at step {self.step}: checkpoint {checkpoint} written; continue with --resume")
         return checkpoint
 
     def _train_step(self) -> StepResult | None:
@@ -423,9 +466,11 @@ class Trainer:
         self.attempts += 1
         totals = torch.zeros(2, device=self.device)  # [summed loss, count]
         tokens = 0
-        extras: dict[str, Any] = {}
+        metrics: dict[str, torch.Tensor] = {}
         for micro in range(cfg.grad_accum):
             batch = self.to_device(next(self.loader))
+            if self.rollout:
+                batch = call_rollout(self.stage, self.ctx, batch)
             ids = batch.get("input_ids")
             tokens += ids.numel() if isinstance(ids, torch.Tensor) else 0
             sync = micro == cfg.grad_accum - 1
@@ -435,16 +480,15 @@ class Trainer:
                 else contextlib.nullcontext()
             )
             with ctx:
-                with self.autocast():
-                    loss, count, extra = self.stage.loss(self.forward_model, batch)
+                with self.ctx.autocast():
+                    loss, count, extra = self.stage.loss(self.forward_model, batch, train=True)
                 if poison:
                     loss = loss * float("nan")
                 (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
             totals += torch.stack([loss.detach().float(), count.detach().float()])
-            for key, value in extra.items():  # stage metrics: mean over micro-batches, kept on the device
-                value = value.detach().float() if isinstance(value, torch.Tensor) else float(value)
-                extras[key] = extras.get(key, 0.0) + value / cfg.grad_accum
-        wwdist.all_reduce_sum(totals)
+            _add_metrics(metrics, extra, self.device)
+        # One collective for loss, count and the stage metrics (averaged over micro-batches and ranks).
+        totals, extras = _reduce(totals, metrics, cfg.grad_accum * self.dist.world_size)
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         # DDP/FSDP average gradients over ranks; turn that into "sum over everything / global count".
@@ -485,6 +529,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.consecutive_bad = 0
         self.step += 1
+        self.ctx.step = self.step
         self.tokens_seen += tokens * self.dist.world_size
         if self.step_pause:
             time.sleep(self.step_pause)
@@ -492,11 +537,16 @@ class Trainer:
 
     def _log(self, pending: list, tokens_per_s: float, tracker: Tracker, bar: Any) -> None:
         """Read the accumulated losses (the only regular host sync), detect spikes, write metrics."""
-        stacked = torch.stack([torch.stack([p.loss_sum, p.count, p.grad_norm]) for p in pending]).cpu()
+        keys = sorted({k for p in pending for k in p.extra})
+        nan = torch.tensor(math.nan, device=self.device)
+        rows = [
+            torch.stack([p.loss_sum, p.count, p.grad_norm.float(), *[p.extra.get(k, nan) for k in keys]])
+            for p in pending
+        ]
+        stacked = torch.stack(rows).cpu()  # the one host read of the logging window
         loss = float(stacked[:, 0].sum() / stacked[:, 1].sum().clamp(min=1))
         grad_norm = float(stacked[-1, 2])
-        keys = {k for p in pending for k in p.extra}
-        extra = {k: sum(float(p.extra[k]) for p in pending if k in p.extra) / len(pending) for k in sorted(keys)}
+        extra = {k: float(stacked[:, 3 + i].nanmean()) for i, k in enumerate(keys)}
         record = {
             "step": self.step,
             "loss": loss,
@@ -507,14 +557,15 @@ class Trainer:
             **extra,
             **{k: v for k, v in self.counters.items() if v},
         }
-        if self.loss_ema is not None and loss > self.cfg.spike_factor * self.loss_ema:
+        # A spike is relative to a positive running mean (losses that can go negative, e.g. policy gradients,
+        # have no meaningful ratio).
+        if self.loss_ema is not None and self.loss_ema > 0 and loss > self.cfg.spike_factor * self.loss_ema:
             self.counters["spikes"] += 1
             record["spike"] = True
             if self.is_main:
-                print(
-                    f"\nloss spike at step {self.step}: {loss:.4f} > {self.cfg.spike_factor} x running mean "
-                    f"{self.loss_ema:.4f}",
-                    file=sys.stderr,
+                console.say(
+                    f"loss spike at step {self.step}: {loss:.4f} > {self.cfg.spike_factor} x running mean "
+                    f"{self.loss_ema:.4f}"
                 )
         else:  # spikes stay out of the running mean so one spike does not hide the next
             self.loss_ema = loss if self.loss_ema is None else 0.9 * self.loss_ema + 0.1 * loss
@@ -528,7 +579,8 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Mean validation loss over ``eval_batches`` fixed (unshuffled) batches, plus stage metrics."""
+        """Mean validation loss over ``eval_batches`` fixed (unshuffled) batches, the stage's metrics on
+        them (``val_<name>``), plus what the stage's ``evaluate`` hook adds."""
         results: dict[str, float] = {}
         if self.val_data is not None:
             per_rank = self.cfg.batch_size
@@ -545,14 +597,23 @@ class Trainer:
             )
             self.model.eval()
             totals = torch.zeros(2, device=self.device)
-            for _ in range(min(self.cfg.eval_batches, loader.batches_per_epoch)):
-                with self.autocast():
-                    loss, count, _ = self.stage.loss(self.model, self.to_device(next(loader)))
+            metrics: dict[str, torch.Tensor] = {}
+            batches = min(self.cfg.eval_batches, loader.batches_per_epoch)
+            for _ in range(batches):
+                batch = self.to_device(next(loader))
+                if self.rollout:
+                    batch = call_rollout(self.stage, self.ctx, batch)
+                with self.ctx.autocast():
+                    loss, count, extra = self.stage.loss(self.model, batch, train=False)
                 totals += torch.stack([loss.float(), count.float()])
+                _add_metrics(metrics, extra, self.device)
             self.model.train()
-            wwdist.all_reduce_sum(totals)
-            results["val_loss"] = float(totals[0] / totals[1].clamp(min=1))
-        results.update(call_evaluate(self.stage, self))
+            totals, means = _reduce(totals, metrics, batches * self.dist.world_size)
+            keys = sorted(means)
+            values = torch.stack([totals[0] / totals[1].clamp(min=1), *[means[k] for k in keys]]).tolist()
+            results["val_loss"] = values[0]
+            results.update({f"val_{k}": v for k, v in zip(keys, values[1:])})
+        results.update(call_evaluate(self.stage, self.ctx))
         return results
 
     def _evaluate_and_keep_best(self, tracker: Tracker) -> None:
@@ -562,6 +623,10 @@ class Trainer:
         if self.is_main:
             self.metrics.write({"step": self.step, **results})
             tracker.log({f"val/{k}": v for k, v in results.items()}, self.step)
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in results.items() if k.startswith("val_"))
+            if shown:
+                best = " (best so far)" if results.get("val_loss", math.inf) < self.best_val else ""
+                console.say(f"{self.stage.name} step {self.step}: {shown}{best}")
         val = results.get("val_loss")
         if val is not None and val < self.best_val:
             self.best_val = val
@@ -615,7 +680,7 @@ class Trainer:
             },
         )
         if self.is_main:
-            print(f"saved final model to {final}", file=sys.stderr)
+            console.say(f"saved final model to {final}")
         return final
 
     def _run_state(self) -> dict[str, Any]:
@@ -638,10 +703,13 @@ class Trainer:
         tmp = self.ckpt.begin(self.step) if self.is_main else None
         tmp = Path(wwdist.broadcast_object(str(tmp) if tmp else None))  # type: ignore[arg-type]
         wwdist.barrier()
-        rng = {"torch": torch.get_rng_state()}
+        rng = {"torch": torch.get_rng_state(), "sampling": self.ctx.generator.get_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
         torch.save(rng, tmp / f"rng_{self.dist.rank}.pt")
+        extra_state = stage_state(self.stage)
+        if extra_state is not None:
+            torch.save(extra_state, tmp / f"stage_{self.dist.rank}.pt")
         if self.cfg.fsdp:
             import torch.distributed.checkpoint as dcp
             from torch.distributed.checkpoint.state_dict import get_state_dict
@@ -650,7 +718,7 @@ class Trainer:
             dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(tmp / "sharded"))
         if self.is_main:
             if not self.cfg.fsdp:
-                save_file(weights_state_dict(self.model), str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+                save_safetensors(weights_state_dict(self.model), tmp / WEIGHTS_FILE)
                 torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
             test_pause()
             if self.scaler is not None:
@@ -676,16 +744,16 @@ class Trainer:
                     f"move them away to start the run over"
                 )
             if self.is_main:
-                print(f"--resume: no checkpoint in {self.ckpt.root} yet; starting a new run", file=sys.stderr)
+                console.say(f"--resume: no checkpoint in {self.ckpt.root} yet; starting a new run")
             return None
         self.load_checkpoint(Path(name))  # type: ignore[arg-type]
         if self.is_main:
             self.metrics.truncate_after(self.step)
-            print(f"resumed from {name} at step {self.step}", file=sys.stderr)
+            console.say(f"resumed from {name} at step {self.step}")
         return str(name)
 
     def _warn(self, message: str) -> None:
-        print(message, file=sys.stderr)
+        console.say(message)
         self.metrics.write({"step": self.step, "event": "warning", "message": message})
 
     def load_checkpoint(self, path: Path) -> None:
@@ -715,7 +783,7 @@ class Trainer:
             )
         if self.scaler is not None and (path / "scaler.pt").exists():
             self.scaler.load_state_dict(torch.load(path / "scaler.pt", weights_only=True))
-        self.step = state["step"]
+        self.step = self.ctx.step = state["step"]
         self.lr_scale = state["lr_scale"]
         self.best_val = state["best_val"] if state["best_val"] is not None else math.inf
         self.counters = state["counters"]
@@ -728,6 +796,10 @@ class Trainer:
         np.random.set_state((np_rng[0], np.array(np_rng[1], dtype=np.uint32), *np_rng[2:]))
         rng = torch.load(path / f"rng_{self.dist.rank}.pt", weights_only=True)
         torch.set_rng_state(rng["torch"])
+        if "sampling" in rng:
+            self.ctx.generator.set_state(rng["sampling"])
+        if (path / f"stage_{self.dist.rank}.pt").is_file():
+            load_stage_state(self.stage, torch.load(path / f"stage_{self.dist.rank}.pt", weights_only=True))
         if rng.get("cuda") is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(rng["cuda"], self.device)
 
@@ -743,7 +815,7 @@ class Trainer:
         if self.is_main:
             where = name or "the current weights (no checkpoint yet; skipped steps changed nothing)"
             message = f"{self.cfg.max_bad_steps} consecutive non-finite steps: rolled back to {where}, LR x{lr_scale:g}"
-            print(f"\n{message}", file=sys.stderr)
+            console.say(message)
             self.metrics.write({"step": self.step, "event": "rollback", "to": name, "lr_scale": lr_scale})
 
     # ------------------------------------------------------------------ signals, progress, trackers
@@ -780,19 +852,11 @@ class Trainer:
         wwdist.all_reduce_sum(flag)
         return bool(flag.item() > 0)
 
-    def _progress_bar(self) -> Any:
+    def _progress_bar(self) -> console.Progress | None:
+        """A bar on a terminal, plain periodic lines in a log or pipe (see :mod:`weakwater.console`)."""
         if not self.is_main:
             return None
-        from tqdm.auto import tqdm
-
-        return tqdm(
-            total=self.total_steps,
-            initial=self.step,
-            desc=self.stage.name,
-            unit="step",
-            dynamic_ncols=True,
-            disable=os.environ.get("WEAKWATER_NO_PROGRESS") == "1",
-        )
+        return console.Progress(self.total_steps, self.stage.name, unit="steps", initial=self.step)
 
     def _open_tracker(self) -> Tracker:
         kind = self.cfg.tracker if self.is_main else "none"

@@ -309,6 +309,16 @@ class _Builder:
         return [{"conversations": c} for c in convs], evals
 
 
+def heldout_problems(seed: int = 0, size: str = "demo") -> list[dict]:
+    """The rows of ``eval_reasoning.jsonl`` that ``generate(seed=seed, size=size)`` writes (held out from its
+    training files), built without writing anything: the built-in set of ``weakwater eval math``."""
+    if size not in SIZES:
+        raise ValueError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
+    b = _Builder(seed, SIZES[size])
+    b.eval_facts(), b.eval_arith()  # the same claims, in the same order, as generate()
+    return [qa.eval_row() for qa, _ in b.eval_reasoning()]
+
+
 def _write_jsonl(path: Path, rows: list[dict]) -> dict:
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     path.write_text(text, encoding="utf-8")

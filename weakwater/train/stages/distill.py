@@ -12,7 +12,8 @@ from typing import Any
 
 from weakwater.data.sft import tag_token_ids
 from weakwater.train.config import ConfigError
-from weakwater.train.stages.sft import SFTConfig, SFTStage, say
+from weakwater.train.stage import StageContext
+from weakwater.train.stages.sft import SFTConfig, SFTStage
 
 
 @dataclass
@@ -36,7 +37,13 @@ class DistillStage(SFTStage):
     name = "distill"
 
     def __init__(self, cfg: DistillConfig, tokenizer: Any) -> None:
-        tags = tag_token_ids(tokenizer)
-        if len(tags) < 4:
-            say(f"distill: the tokenizer has {len(tags)} of the 4 think/answer tag tokens; only those get --tag-weight")
-        super().__init__(cfg, tokenizer, tags, cfg.tag_weight)
+        self.tags = tag_token_ids(tokenizer)
+        super().__init__(cfg, tokenizer, self.tags, cfg.tag_weight)
+
+    def setup(self, ctx: StageContext) -> None:
+        super().setup(ctx)
+        if len(self.tags) < 4:
+            ctx.say(
+                f"distill: the tokenizer has {len(self.tags)} of the 4 think/answer tag tokens; "
+                "only those get --tag-weight"
+            )

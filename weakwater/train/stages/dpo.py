@@ -17,26 +17,32 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset
 
 from weakwater.data.dpo import PreferenceDataset, collate_pairs
 from weakwater.model.io import load_model
+from weakwater.model.loglik import sequence_logprobs
 from weakwater.model.lora import lora_disabled, lora_modules
 from weakwater.train.config import ConfigError
-from weakwater.train.losses import DPO_LOSSES, preference_loss, sequence_logps
-from weakwater.train.stages.sft import SFTConfig, apply_context, context_overrides, report_trainable, say
-
-if TYPE_CHECKING:
-    from weakwater.train.trainer import Trainer
+from weakwater.train.losses import DPO_LOSSES, preference_loss
+from weakwater.train.stage import Metrics, StageContext
+from weakwater.train.stages.common import (
+    ChatConfig,
+    apply_context,
+    check_lengths,
+    context_overrides,
+    report_trainable,
+    say,
+)
 
 REF_FILE = "ref_logps.pt"
 
 
 @dataclass
-class DPOConfig(SFTConfig):
+class DPOConfig(ChatConfig):
     data: str = field(
         default="", metadata={"help": 'preference pairs JSONL: {"chosen": [...], "rejected": [...]} per line'}
     )
@@ -75,34 +81,31 @@ class DPOStage:
         self.lora_model: torch.nn.Module | None = None
         self.train_set: PreferenceDataset | None = None
         self.val_set: PreferenceDataset | None = None
-        # The trainer logs the metrics of training steps itself; those of validation batches are averaged
-        # here and written with the evaluation that produced them.
-        self._val_seen: list[dict[str, float]] = []
 
     def datasets(self) -> tuple[Dataset, Dataset | None]:
         cfg = self.cfg
-        self.train_set = PreferenceDataset(cfg.data, self.tokenizer, cfg.seq_len + 1, cfg.strict)
+        self.train_set = PreferenceDataset(cfg.data, self.tokenizer, cfg.sample_len + 1, cfg.strict)
         if cfg.val_data:
             self.val_set = PreferenceDataset(
-                cfg.val_data, self.tokenizer, cfg.seq_len + 1, cfg.strict, index_offset=len(self.train_set)
+                cfg.val_data, self.tokenizer, cfg.sample_len + 1, cfg.strict, index_offset=len(self.train_set)
             )
         for split, ds in (("train", self.train_set), ("val", self.val_set)):
             if ds is not None:
                 say(f"dpo {split} data: {len(ds)} pairs, {ds.skipped.summary()}")
+        check_lengths(cfg, {"train": self.train_set, "val": self.val_set}, self.name)
         return self.train_set, self.val_set
 
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         return collate_pairs(samples, self.tokenizer.eos_id)
 
-    def setup(self, trainer: Trainer) -> None:
-        apply_context(trainer.model, context_overrides(self.cfg))
-        report_trainable(trainer)
+    def setup(self, ctx: StageContext) -> None:
+        report_trainable(ctx.model)
         if self.cfg.loss_type == "simpo":
             return
-        if any(True for _ in lora_modules(trainer.model)):
-            self.lora_model = trainer.model  # reference = the same weights with adapters switched off
+        if any(True for _ in lora_modules(ctx.model)):
+            self.lora_model = ctx.model  # reference = the same weights with adapters switched off
             return
-        device = next(trainer.model.parameters()).device
+        device = ctx.device
         if self.cfg.precompute_ref:
             self.ref_logps = self._reference_logps(Path(self.cfg.out) / REF_FILE, device)
             return
@@ -120,7 +123,7 @@ class DPOStage:
         sets = [s for s in (self.train_set, self.val_set) if s is not None]
         total = sum(len(s) for s in sets)
         # Reused only for the same reference model, data files and sample length (e.g. on --resume).
-        key = json.dumps([self.cfg.init, self.cfg.seq_len, *[[str(s.records.path), len(s)] for s in sets]])
+        key = json.dumps([self.cfg.init, self.cfg.sample_len, *[[str(s.records.path), len(s)] for s in sets]])
         if path.exists():
             stored = torch.load(path, weights_only=True)
             if stored.get("key") == key:
@@ -131,7 +134,7 @@ class DPOStage:
         for ds in sets:
             for start in range(0, len(ds), self.cfg.batch_size):
                 batch = self.collate([ds[i] for i in range(start, min(start + self.cfg.batch_size, len(ds)))])
-                logps, _ = sequence_logps(model(batch["input_ids"].to(device)), batch["targets"].to(device))
+                logps, _ = sequence_logprobs(model(batch["input_ids"].to(device)), batch["labels"].to(device))
                 n = len(batch["index"])
                 out[batch["index"]] = torch.stack([logps[:n], logps[n:]], dim=1).cpu()
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -154,12 +157,14 @@ class DPOStage:
                 logits = self.ref_model(batch["input_ids"])
             else:
                 raise RuntimeError("dpo: setup() was not run, no reference policy")
-            logps, _ = sequence_logps(logits, batch["targets"])
+            logps, _ = sequence_logprobs(logits, batch["labels"])
         return logps[:n], logps[n:]
 
-    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    def loss(
+        self, model: torch.nn.Module, batch: dict[str, torch.Tensor], *, train: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, Metrics]:
         n = len(batch["index"])
-        logps, lengths = sequence_logps(model(batch["input_ids"]), batch["targets"])
+        logps, lengths = sequence_logprobs(model(batch["input_ids"]), batch["labels"])
         ref_chosen, ref_rejected = self._reference(batch)
         out = preference_loss(
             self.cfg.loss_type,
@@ -172,23 +177,20 @@ class DPOStage:
             lengths[n:],
             self.cfg.simpo_gamma,
         )
+        # 0-d tensors left on the device; the trainer logs validation batches' as val_reward_acc etc.
         metrics = {
-            "reward_acc": float((out.chosen_rewards > out.rejected_rewards).float().mean()),
-            "reward_margin": float((out.chosen_rewards - out.rejected_rewards).mean()),
-            "reward_chosen": float(out.chosen_rewards.mean()),
-            "reward_rejected": float(out.rejected_rewards.mean()),
-            "logp_chosen": float(logps[:n].detach().mean()),
-            "logp_rejected": float(logps[n:].detach().mean()),
+            "reward_acc": (out.chosen_rewards > out.rejected_rewards).float().mean(),
+            "reward_margin": (out.chosen_rewards - out.rejected_rewards).mean(),
+            "reward_chosen": out.chosen_rewards.mean(),
+            "reward_rejected": out.rejected_rewards.mean(),
+            "logp_chosen": logps[:n].detach().mean(),
+            "logp_rejected": logps[n:].detach().mean(),
         }
-        if not torch.is_grad_enabled():
-            self._val_seen.append(metrics)
         return out.losses.sum(), torch.tensor(float(n), device=out.losses.device), metrics
 
-    def evaluate(self, trainer: Trainer) -> dict[str, float]:
-        """Validation reward accuracy, margin, rewards and log-probs, plus data counters."""
-        seen = self._val_seen
-        out = {f"val_{key}": sum(m[key] for m in seen) / len(seen) for key in (seen[0] if seen else ())}
-        seen.clear()
+    def evaluate(self, ctx: StageContext) -> dict[str, float]:
+        """Data counters (the validation rewards and log-probs come from the trainer's val_ metrics)."""
+        out: dict[str, float] = {}
         for split, ds in (("train", self.train_set), ("val", self.val_set)):
             if ds is not None:
                 out[f"{split}_skipped"] = float(ds.skipped.total)

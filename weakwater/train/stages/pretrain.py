@@ -5,14 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from weakwater.train.config import TrainConfig
+from weakwater.train.losses import token_nll
+from weakwater.train.stage import Metrics
 
 
 class PretrainStage:
-    """Next-token cross-entropy over every position of ``seq_len + 1``-token windows."""
+    """Next-token negative log-likelihood over every position of ``seq_len + 1``-token windows."""
 
     name = "pretrain"
 
@@ -36,9 +37,8 @@ class PretrainStage:
 
         return collate_windows(samples)
 
-    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        logits = model(batch["input_ids"])
-        labels = batch["labels"]
-        total = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), reduction="sum")
-        count = torch.tensor(labels.numel(), device=labels.device, dtype=torch.float32)
+    def loss(
+        self, model: torch.nn.Module, batch: dict[str, torch.Tensor], *, train: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, Metrics]:
+        total, count = token_nll(model(batch["input_ids"]), batch["labels"])
         return total, count, {}

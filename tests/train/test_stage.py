@@ -1,0 +1,113 @@
+"""The stage contract: hooks are called in the declared mode, and their state resumes exactly."""
+
+from __future__ import annotations
+
+import signal
+
+import torch
+
+from weakwater.model.loglik import token_logprobs
+from weakwater.train.config import TrainConfig
+from weakwater.train.trainer import Trainer
+
+TINY_MODEL = {"vocab_size": 64, "dim": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "max_seq_len": 64}
+
+
+class RolloutStage:
+    """An online stage in miniature: batches hold prompts, ``rollout`` samples continuations from the live
+    model with ``ctx.generator`` and rewards "next token = previous + 1"; the loss is REINFORCE against a
+    running-mean baseline, which is stage state (checkpointed through ``state_dict``)."""
+
+    name = "rollout"
+
+    def __init__(self) -> None:
+        self.baseline = 0.0
+        self.rollouts = 0
+        self.modes: list[tuple] = []  # (grad enabled, model training, autocast enabled) per rollout
+        self.loss_modes: list[tuple[bool, bool]] = []  # (train flag, model training) per loss call
+        self.setup_ctx = None
+
+    def datasets(self):
+        g = torch.Generator().manual_seed(0)
+        items = [torch.randint(0, 64, (4,), generator=g) for _ in range(48)]
+        return items[:32], items[32:]
+
+    def collate(self, samples):
+        return {"prompt": torch.stack(samples)}
+
+    def setup(self, ctx):
+        self.setup_ctx = ctx
+
+    def rollout(self, ctx, batch):
+        self.modes.append((torch.is_grad_enabled(), ctx.model.training, torch.is_autocast_enabled(ctx.device.type)))
+        ids = batch["prompt"]
+        for _ in range(6):
+            probs = torch.softmax(ctx.model(ids)[:, -1].float(), dim=-1)
+            ids = torch.cat([ids, torch.multinomial(probs, 1, generator=ctx.generator)], dim=1)
+        new = ids[:, 4:]
+        reward = (new == (ids[:, 3:-1] + 1) % 64).float()
+        advantage = reward - self.baseline
+        self.baseline = 0.9 * self.baseline + 0.1 * float(reward.mean())
+        self.rollouts += 1
+        return {"input_ids": ids[:, :-1], "labels": ids[:, 1:], "advantage": advantage, "reward": reward}
+
+    def loss(self, model, batch, *, train):
+        self.loss_modes.append((train, model.training))
+        logp = token_logprobs(model(batch["input_ids"]), batch["labels"])[:, 3:]  # the sampled tokens only
+        total = -(batch["advantage"] * logp).sum()
+        return total, torch.tensor(float(logp.numel())), {"reward": batch["reward"].mean()}
+
+    def state_dict(self):
+        return {"baseline": self.baseline, "rollouts": self.rollouts}
+
+    def load_state_dict(self, state):
+        self.baseline, self.rollouts = state["baseline"], state["rollouts"]
+
+
+def make_cfg(shards, out, **overrides) -> TrainConfig:
+    fields = dict(data=str(shards), out=str(out), batch_size=4, seq_len=16, lr=3e-3, warmup_steps=2,
+                  log_every=2, eval_every=4, eval_batches=2, save_every=4, max_steps=8, plot=False,
+                  model=dict(TINY_MODEL))  # fmt: skip
+    return TrainConfig(**{**fields, **overrides})
+
+
+def run(cfg: TrainConfig, stage: RolloutStage, stop_at: int | None = None) -> Trainer:
+    trainer = Trainer(cfg, stage)
+    if stop_at is not None:
+        step = trainer._train_step
+
+        def stepping():
+            result = step()
+            if trainer.step >= stop_at:
+                trainer.stop_signal = signal.SIGINT
+            return result
+
+        trainer._train_step = stepping
+    trainer.fit()
+    return trainer
+
+
+def test_rollout_runs_without_grad_in_eval_mode_under_autocast_and_the_loss_in_train_mode(shards, tmp_path):
+    stage = RolloutStage()
+    trainer = run(make_cfg(shards, tmp_path / "run", dtype="bf16", max_steps=3, grad_accum=2, save_every=0), stage)
+    ctx = stage.setup_ctx
+    assert ctx is not None and ctx.model is trainer.model and ctx.step == 3 and ctx.total_steps == 3
+    assert (ctx.rank, ctx.world_size, ctx.dtype) == (0, 1, torch.bfloat16)
+    # 3 steps x 2 micro-batches, then one evaluation of 2 validation batches: every batch the loss sees
+    assert stage.rollouts == len(stage.modes) == 3 * 2 + 2
+    assert set(stage.modes) == {(False, False, True)}, stage.modes  # no grad, eval mode, autocast
+    assert stage.loss_modes == [(True, True)] * 6 + [(False, False)] * 2  # train mode again for the loss
+
+
+def test_resume_with_rollouts_is_bitwise_equal(shards, tmp_path):
+    full_stage = RolloutStage()
+    full = run(make_cfg(shards, tmp_path / "full"), full_stage)
+    part = run(make_cfg(shards, tmp_path / "part"), RolloutStage(), stop_at=5)  # resumes from step 5, not 4
+    assert part.interrupted and part.step == 5
+    resumed_stage = RolloutStage()
+    resumed = run(make_cfg(shards, tmp_path / "part", resume=True), resumed_stage)
+    assert resumed.step == full.step == 8
+    assert resumed_stage.rollouts == full_stage.rollouts and resumed_stage.baseline == full_stage.baseline
+    assert torch.equal(resumed.ctx.generator.get_state(), full.ctx.generator.get_state())
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
