@@ -76,7 +76,9 @@ def bpe_tokenizer_dir(tmp_path_factory) -> Path:
 def make_model_dir(bpe_tokenizer_dir):
     """Factory for a tiny random saved model using ``bpe_tokenizer_dir``: ``make_model_dir(out, **config)``.
 
-    The large init (std 0.3) keeps logits far from ties, so greedy decoding is comparable across runtimes."""
+    The large init (std 0.3) keeps logits far from ties, so greedy decoding is comparable across runtimes.
+    With ``qk_norm=True`` the q/k gains are drawn from U(0.5, 2) instead of all ones, so an exporter that
+    drops, swaps or misplaces them changes the logits."""
     import json
 
     import torch
@@ -87,6 +89,12 @@ def make_model_dir(bpe_tokenizer_dir):
         torch.manual_seed(seed)
         vocab = json.loads((bpe_tokenizer_dir / "tokenizer.json").read_text())["model"]["vocab"]
         shape = dict(vocab_size=len(vocab), dim=64, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=128, init_std=0.3)
-        return save_model(Transformer(ModelConfig(**{**shape, **overrides})), out, tokenizer_dir=bpe_tokenizer_dir)
+        model = Transformer(ModelConfig(**{**shape, **overrides}))
+        if model.config.qk_norm:
+            with torch.no_grad():
+                for layer in model.layers:
+                    layer.self_attn.q_norm.weight.uniform_(0.5, 2.0)
+                    layer.self_attn.k_norm.weight.uniform_(0.5, 2.0)
+        return save_model(model, out, tokenizer_dir=bpe_tokenizer_dir)
 
     return make

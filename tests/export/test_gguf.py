@@ -69,6 +69,21 @@ def test_gguf_metadata_and_tensors(tmp_path, make_model_dir, tensor_type):
         assert np.array_equal(got.reshape(want.shape), want)
 
 
+def test_gguf_qk_norm_model_is_qwen3(tmp_path, make_model_dir):
+    """QK-norm models go out as llama.cpp's qwen3: q/k norm gains as f32 tensors, q/k rows unpermuted."""
+    model_dir = make_model_dir(tmp_path / "m", qk_norm=True)
+    fields, tensors = read_fields(export_gguf(model_dir, tmp_path / "m.gguf", "f32"))
+    assert fields["general.architecture"] == "qwen3"
+    assert fields["qwen3.block_count"] == 2 and fields["qwen3.attention.key_length"] == 16
+    assert "llama.block_count" not in fields
+    ours = load_model(model_dir)
+    for name, theirs in (("q_proj", "attn_q"), ("q_norm", "attn_q_norm"), ("k_norm", "attn_k_norm")):
+        want = ours.layers[1].self_attn.get_parameter(f"{name}.weight").detach().numpy()
+        got = tensors[f"blk.1.{theirs}.weight"]
+        assert got.tensor_type.name == "F32"
+        assert np.array_equal(np.asarray(got.data).reshape(want.shape), want)
+
+
 def test_unknown_pre_tokenizer_rejected():
     with pytest.raises(ValueError, match="no llama.cpp equivalent"):
         pre_tokenizer_name({"pre_tokenizer": {"type": "Whitespace"}})
@@ -87,10 +102,12 @@ def _llama_cpp():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("tokenizer", ["ours", "minimind"])
+@pytest.mark.parametrize("tokenizer", ["ours", "minimind", "ours-qk-norm"])
 def test_llama_cpp_tokens_and_greedy(tmp_path, make_model_dir, request, tokenizer):
     llama_cpp = _llama_cpp()
-    if tokenizer == "minimind":
+    if tokenizer == "ours-qk-norm":  # llama.cpp's qwen3 architecture
+        model_dir = make_model_dir(tmp_path / "m", qk_norm=True)
+    elif tokenizer == "minimind":
         ref = request.getfixturevalue("reference_dir") / "minimind_tokenizer" / "minimind2_4014e62"
         model_dir = make_model_dir(tmp_path / "m", vocab_size=6400)
         for name in ("tokenizer.json", "tokenizer_config.json"):
@@ -121,7 +138,7 @@ def test_llama_cpp_tokens_and_greedy(tmp_path, make_model_dir, request, tokenize
 @pytest.mark.parametrize(
     "variant,tensor_type,tol",
     [("tied", "f32", 1e-3), ("untied", "f32", 1e-3), ("linear", "f32", 1e-3), ("yarn", "f32", 1e-3),
-     ("tied", "f16", 0.3), ("tied", "q8_0", 3.0)],
+     ("tied", "f16", 0.3), ("tied", "q8_0", 3.0), ("qk_norm", "f32", 1e-3), ("qk_norm-yarn", "f32", 1e-3)],
 )  # fmt: skip
 def test_llama_cpp_logits(tmp_path, make_model_dir, variant, tensor_type, tol):
     """Same logits as ours over 100 positions (f32 KV cache so only the weights' type differs),
@@ -134,6 +151,8 @@ def test_llama_cpp_logits(tmp_path, make_model_dir, variant, tensor_type, tol):
         "untied": {"tie_embeddings": False},
         "linear": {"rope_scaling": RopeScaling("linear", 2.0, 64)},
         "yarn": {"rope_scaling": RopeScaling("yarn", 4.0, 32)},
+        "qk_norm": {"qk_norm": True, "tie_embeddings": False},
+        "qk_norm-yarn": {"qk_norm": True, "rope_scaling": RopeScaling("yarn", 4.0, 32)},
     }[variant]
     model_dir = make_model_dir(tmp_path / "m", **overrides)
     path = export_gguf(model_dir, tmp_path / "m.gguf", tensor_type)

@@ -34,9 +34,21 @@ def test_logits_equal_hf_llama(overrides):
     assert (ours - theirs).abs().max().item() < 1e-4
 
 
-def test_kv_cache_decoding_equals_full_forward():
+def randomize_qk_gains(model: Transformer) -> Transformer:
+    """QK-norm gains start at 1, where swapping or misplacing them changes nothing; make them matter."""
+    with torch.no_grad():
+        for layer in model.layers:
+            layer.self_attn.q_norm.weight.uniform_(0.5, 2.0)
+            layer.self_attn.k_norm.weight.uniform_(0.5, 2.0)
+    return model
+
+
+@pytest.mark.parametrize("qk_norm", [False, True], ids=["plain", "qk-norm"])
+def test_kv_cache_decoding_equals_full_forward(qk_norm):
     torch.manual_seed(0)
-    model = Transformer(small_config()).eval()
+    model = Transformer(small_config(qk_norm=qk_norm)).eval()
+    if qk_norm:
+        randomize_qk_gains(model)
     ids = torch.randint(0, 300, (2, 40))
     with torch.no_grad():
         full = model(ids)
@@ -63,9 +75,30 @@ def test_left_padding_matches_unpadded():
 
 
 def test_param_count_matches_config():
-    for kw in ({}, {"tie_embeddings": True}):
+    for kw in ({}, {"tie_embeddings": True}, {"qk_norm": True}):
         model = Transformer(small_config(**kw))
         assert model.num_params() == model.config.num_params()
+
+
+def test_qk_norm_makes_attention_blind_to_q_and_k_scale():
+    """QK-norm: scaling q_proj/k_proj rows per head changes nothing (the per-head RMSNorm undoes it),
+    while the same scaling changes a plain model's logits; the gains then set each dimension's scale."""
+    torch.manual_seed(0)
+    ids = torch.randint(0, 300, (2, 24))
+    for qk_norm in (True, False):
+        model = Transformer(small_config(qk_norm=qk_norm, norm_eps=1e-12)).eval()  # eps would blur the scale
+        with torch.no_grad():
+            before = model(ids)
+            for layer in model.layers:
+                layer.self_attn.q_proj.weight.mul_(30.0)
+                layer.self_attn.k_proj.weight.mul_(5.0)
+            diff = (model(ids) - before).abs().max().item()
+        assert diff < 1e-4 if qk_norm else diff > 1e-2
+    names = {n for n, _ in model.named_parameters()}
+    qk_model = Transformer(small_config(qk_norm=True))
+    extra = {n for n, _ in qk_model.named_parameters()} - names
+    assert extra == {f"layers.{i}.self_attn.{q}_norm.weight" for i in range(3) for q in "qk"}
+    assert all(torch.equal(p, torch.ones(8)) for n, p in qk_model.named_parameters() if n in extra)
 
 
 def test_invalid_shapes_are_rejected_with_a_reason():

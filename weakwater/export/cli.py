@@ -30,7 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     imp = sub.add_parser("import", help="convert models trained elsewhere into WeakWater's format")
     imp_sub = imp.add_subparsers(dest="import_command", metavar="<source>", required=True)
-    mm = imp_sub.add_parser("minimind", help="convert a MiniMind .pth state dict (MiniMind2 or v1 names)")
+    mm = imp_sub.add_parser(
+        "minimind", help="convert a MiniMind .pth state dict (MiniMind-3, MiniMind2 or v1; dense only)"
+    )
     mm.add_argument(
         "--checkpoint", required=True, metavar="FILE.pth", help="MiniMind state dict, e.g. full_sft_512.pth"
     )
@@ -39,10 +41,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     mm.add_argument(
         "--preset", choices=sorted(PRESETS), help="take --n-heads/--max-seq-len from a preset (flags override)"
     )
-    mm.add_argument("--n-heads", type=int, help="attention heads (not recoverable from weights; MiniMind: 8)")
+    mm.add_argument("--n-heads", type=int, help="attention heads (MiniMind-3: read from the weights; older: default 8)")
     mm.add_argument("--max-seq-len", type=int, help="context length the model was trained at (MiniMind: 512)")
     mm.add_argument("--rope-theta", type=float, default=1e6, help="RoPE base (MiniMind2: 1e6)")
-    mm.add_argument("--norm-eps", type=float, default=1e-5, help="RMSNorm epsilon (MiniMind: 1e-5)")
+    mm.add_argument(
+        "--norm-eps", type=float, help="RMSNorm epsilon (default: the layout's, 1e-6 MiniMind-3, 1e-5 older MiniMind)"
+    )
     mm.set_defaults(func=run_import_minimind)
 
 
@@ -71,7 +75,7 @@ def run_import_minimind(args: argparse.Namespace) -> int:
         args.checkpoint,
         args.out,
         args.tokenizer,
-        n_heads=args.n_heads or base.get("n_heads", 8),
+        n_heads=args.n_heads or base.get("n_heads"),
         max_seq_len=args.max_seq_len or base.get("max_seq_len", 512),
         rope_theta=args.rope_theta,
         norm_eps=args.norm_eps,

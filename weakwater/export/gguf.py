@@ -2,10 +2,13 @@
 
 The layout is llama.cpp's ``llama`` architecture as ``convert_hf_to_gguf.py`` writes it for
 ``LlamaForCausalLM``: q/k rows permuted from HF's rotate-half RoPE layout to llama.cpp's interleaved
-one, and a ``gpt2``-type BPE tokenizer embedded with its merges, token types, special ids and chat
-template. ``tokenizer.ggml.pre`` names the pre-tokenizer regex, which llama.cpp must know: ours is
-Qwen2's (single digits; llama.cpp's ``qwen2``), MiniMind's byte-level GPT-2 (``gpt-2``), so nothing
-needs patching.
+one. QK-norm models are written as its ``qwen3`` architecture instead (as for ``Qwen3ForCausalLM``):
+the same tensors plus ``attn_q_norm``/``attn_k_norm``, and no permutation, because llama.cpp rotates
+qwen3's q/k in the rotate-half ("NEOX") layout ours already has. Either way a ``gpt2``-type BPE
+tokenizer is embedded with its merges, token types, special ids and chat template.
+``tokenizer.ggml.pre`` names the pre-tokenizer regex, which llama.cpp must know: ours is Qwen2's
+(single digits; llama.cpp's ``qwen2``), MiniMind's byte-level GPT-2 (``gpt-2``), so nothing needs
+patching.
 """
 
 from __future__ import annotations
@@ -81,6 +84,11 @@ def permute_rope(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
     return weight.reshape(n_heads, 2, rows // n_heads // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
 
 
+def gguf_arch(config: ModelConfig) -> str:
+    """llama.cpp's architecture computing what ``config`` computes."""
+    return "qwen3" if config.qk_norm else "llama"
+
+
 def gguf_tensors(state: dict[str, torch.Tensor], config: ModelConfig) -> dict[str, torch.Tensor]:
     """Our state dict under llama.cpp tensor names (tied ``output.weight`` omitted: llama.cpp reuses the embedding)."""
     out = {"token_embd.weight": state["embed_tokens.weight"], "output_norm.weight": state["norm.weight"]}
@@ -97,12 +105,15 @@ def gguf_tensors(state: dict[str, torch.Tensor], config: ModelConfig) -> dict[st
         "mlp.up_proj": "ffn_up",
         "mlp.down_proj": "ffn_down",
     }
+    if config.qk_norm:
+        names.update({"self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm"})
+    interleaved = gguf_arch(config) == "llama"  # llama.cpp's llama rope pairs neighbours; qwen3's halves
     for i in range(config.n_layers):
         for ours, theirs in names.items():
             w = state[f"layers.{i}.{ours}.weight"]
-            if ours == "self_attn.q_proj":
+            if interleaved and ours == "self_attn.q_proj":
                 w = permute_rope(w, config.n_heads)
-            elif ours == "self_attn.k_proj":
+            elif interleaved and ours == "self_attn.k_proj":
                 w = permute_rope(w, config.n_kv_heads)
             out[f"blk.{i}.{theirs}.weight"] = w
     return out
@@ -130,7 +141,7 @@ def export_gguf(
     }[tensor_type]
     out_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_file.with_name(out_file.name + ".tmp")
-    writer = gguf.GGUFWriter(str(tmp), arch="llama")
+    writer = gguf.GGUFWriter(str(tmp), arch=gguf_arch(config))  # metadata keys are prefixed by the arch
     writer.add_name(model_dir.resolve().name)
     writer.add_context_length(config.max_seq_len)
     writer.add_embedding_length(config.dim)
@@ -139,6 +150,8 @@ def export_gguf(
     writer.add_head_count(config.n_heads)
     writer.add_head_count_kv(config.n_kv_heads)
     writer.add_rope_dimension_count(config.head_dim)
+    writer.add_key_length(config.head_dim)  # as the converter writes for HF configs that name head_dim
+    writer.add_value_length(config.head_dim)
     writer.add_rope_freq_base(config.rope_theta)
     writer.add_layer_norm_rms_eps(config.norm_eps)
     writer.add_vocab_size(config.vocab_size)

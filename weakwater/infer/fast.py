@@ -108,6 +108,7 @@ def decode_layers(
     dense: list[torch.Tensor],
     packed: list[torch.classes.quantized.LinearPackedParamsBase],
     norms: list[torch.Tensor | None],
+    qk_norms: list[torch.Tensor],
     keys: torch.Tensor,
     values: torch.Tensor,
     cos: torch.Tensor,
@@ -122,7 +123,9 @@ def decode_layers(
     """Embedded tokens (B, T, dim) -> logits, writing this call's keys/values into the cache.
 
     Per layer i: weights 4i..4i+3 are qkv, o, gate_up, down and norms 2i, 2i+1 the two RMSNorm
-    gains; the last weight and norm are the LM head's and the final norm's.
+    gains; the last weight and norm are the LM head's and the final norm's. ``qk_norms`` is empty,
+    or (QK-norm models) holds layer i's q and k gains at 2i, 2i+1, kept as gains even in int8 (the
+    norm acts on the projection's output, so there is no weight to fold them into).
     """
     B, T = x.size(0), x.size(1)
     H, Hkv, hd = n_heads, n_kv_heads, keys.size(-1)
@@ -132,7 +135,11 @@ def decode_layers(
     for i in range(n_layers):
         qkv = _linear(_rms_norm(x, norms[2 * i], eps), dense, packed, 4 * i, reduce_range)
         qkv = qkv.view(B, T, H + 2 * Hkv, hd)
-        qk = apply_rope(qkv[:, :, : H + Hkv], cos, sin).transpose(1, 2)
+        qk = qkv[:, :, : H + Hkv]
+        if len(qk_norms) > 0:
+            q = _rms_norm(qk[:, :, :H], qk_norms[2 * i], eps)
+            qk = torch.cat((q, _rms_norm(qk[:, :, H:], qk_norms[2 * i + 1], eps)), dim=2)
+        qk = apply_rope(qk, cos, sin).transpose(1, 2)
         keys[i, :, :, start:end] = qk[:, H:]
         values[i, :, :, start:end] = qkv[:, :, H + Hkv :].transpose(1, 2)
         out = F.scaled_dot_product_attention(
@@ -204,6 +211,10 @@ class FastDecoder:
                 self.norms: list[torch.Tensor | None] = [None] * len(gains)
             else:
                 self.dense, self.norms = [w.detach() for w, _ in linears], list(gains)
+            self.qk_norms: list[torch.Tensor] = []
+            if cfg.qk_norm:
+                for b in model.layers:
+                    self.qk_norms += [b.self_attn.q_norm.weight.detach(), b.self_attn.k_norm.weight.detach()]
             self.embed = model.embed_tokens.weight.detach()
             # (max_seq_len, 1, head_dim) tables, broadcasting over (B, T, heads, head_dim).
             cos, sin = model.rope(torch.arange(cfg.max_seq_len, device=device)[None], self.embed.dtype)
@@ -236,6 +247,7 @@ class FastDecoder:
             self.dense,
             self.packed,
             self.norms,
+            self.qk_norms,
             kv_cache.k,
             kv_cache.v,
             cos,

@@ -43,6 +43,9 @@ class ModelConfig:
     rope_theta: float = 1e6
     rope_scaling: RopeScaling | None = None
     norm_eps: float = 1e-5
+    # QK-norm (Qwen3, MiniMind-3): RMSNorm over each head's q and k before RoPE, so attention logits
+    # cannot grow without bound however large q_proj/k_proj weights get.
+    qk_norm: bool = False
     dropout: float = 0.0
     tie_embeddings: bool = True
     init_std: float = 0.02
@@ -92,15 +95,20 @@ class ModelConfig:
         hd = self.head_dim
         attn = self.dim * hd * (2 * self.n_heads + 2 * self.n_kv_heads)
         mlp = 3 * self.dim * self.ffn_dim
-        per_layer = attn + mlp + 2 * self.dim
+        per_layer = attn + mlp
         embed = self.vocab_size * self.dim
-        total = self.n_layers * per_layer + self.dim + (0 if self.tie_embeddings else embed)
+        total = self.n_layers * per_layer + self.norm_params() + (0 if self.tie_embeddings else embed)
         return total + embed if include_embedding else total
+
+    def norm_params(self) -> int:
+        """RMSNorm gains: two per layer and the final one, plus the per-head q/k gains with QK-norm."""
+        qk = 2 * self.head_dim if self.qk_norm else 0
+        return self.n_layers * (2 * self.dim + qk) + self.dim
 
     def flops_per_token(self, seq_len: int | None = None) -> float:
         """Training FLOPs per token: 6 x matmul params + attention (PaLM appendix B convention)."""
         seq_len = seq_len or self.max_seq_len
-        matmul_params = self.num_params(include_embedding=False) - (2 * self.n_layers + 1) * self.dim
+        matmul_params = self.num_params(include_embedding=False) - self.norm_params()
         if self.tie_embeddings:
             matmul_params += self.vocab_size * self.dim  # the tied lm_head is still a matmul
         return 6.0 * matmul_params + 12.0 * self.n_layers * self.dim * seq_len

@@ -2,7 +2,8 @@
 
 Parameter names and layouts follow HF ``LlamaForCausalLM`` (minus its ``model.`` prefix), so
 export is a rename and LoRA target names (q_proj, ..., down_proj) are the ones PEFT uses.
-RoPE uses the "rotate half" layout for the same reason.
+RoPE uses the "rotate half" layout for the same reason. With ``qk_norm`` the attention gains
+Qwen3's ``q_norm``/``k_norm`` (as HF ``Qwen3ForCausalLM`` and MiniMind-3 name them).
 """
 
 from __future__ import annotations
@@ -107,6 +108,9 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(config.dim, self.n_kv_heads * self.head_dim, bias=False)
         self.v_proj = nn.Linear(config.dim, self.n_kv_heads * self.head_dim, bias=False)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, config.dim, bias=False)
+        # QK-norm: one head_dim-wide gain shared by all heads of q (and one by all of k), as in Qwen3.
+        self.q_norm = RMSNorm(self.head_dim, config.norm_eps) if config.qk_norm else None
+        self.k_norm = RMSNorm(self.head_dim, config.norm_eps) if config.qk_norm else None
 
     def forward(
         self,
@@ -120,6 +124,10 @@ class Attention(nn.Module):
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        if self.q_norm is not None:
+            # Before RoPE, as Qwen3 and MiniMind-3 do, so their gains mean the same here; the cache
+            # then holds normalized keys and cached positions cost nothing extra per decoding step.
+            q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if kv_cache is not None:
             k, v = kv_cache.store(self.layer_idx, k, v)
@@ -187,7 +195,7 @@ class Transformer(nn.Module):
         (GPT-2) so the residual stream's variance does not grow with depth."""
         std = self.config.init_std
         for name, p in self.named_parameters():
-            if name.endswith("layernorm.weight") or name == "norm.weight":
+            if name.endswith("norm.weight"):  # every RMSNorm gain, incl. q_norm/k_norm
                 nn.init.ones_(p)
             elif name.endswith(("o_proj.weight", "down_proj.weight")):
                 nn.init.normal_(p, 0.0, std / math.sqrt(2 * self.config.n_layers))

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from weakwater import console
 from weakwater.config import add_arguments, resolve
 from weakwater.train.config import ConfigError, TrainConfig
 from weakwater.train.stage import Stage
@@ -106,7 +106,7 @@ def run_stage(args: argparse.Namespace, name: str, config_cls: type[TrainConfig]
     if trainer.interrupted:
         return 130
     if trainer.is_main:
-        print(f"{name}: done, {trainer.step} steps; model saved to {result}", file=sys.stderr)
+        console.say(f"{name}: done, {trainer.step} steps; model saved to {result}")
     return 0
 
 
