@@ -64,7 +64,7 @@ def test_shards_find_their_tokenizer_from_any_working_directory(reference_dir, t
     import shutil
 
     from weakwater.data.prepare import prepare
-    from weakwater.train.cli import load_run_tokenizer
+    from weakwater.train.build import load_tokenizer as load_run_tokenizer
     from weakwater.train.config import TrainConfig
 
     shutil.copytree(reference_dir / "minimind_tokenizer", tmp_path / "tok")

@@ -62,24 +62,6 @@ def add_stage_command(
     return parser
 
 
-def load_run_tokenizer(cfg: TrainConfig) -> Any:
-    """The tokenizer a run uses: ``--tokenizer``, else the one inside ``--init``, else the one ``--data``
-    was prepared with (recorded in its meta.json)."""
-    source = cfg.tokenizer or cfg.init
-    if source is None and Path(cfg.data).is_dir():
-        from weakwater.data.pretrain import shard_tokenizer_dir
-
-        try:
-            source = shard_tokenizer_dir(cfg.data)
-        except FileNotFoundError as e:
-            raise ConfigError(str(e)) from e
-    if source is None:
-        raise ConfigError("no tokenizer: pass --tokenizer DIR (or --init DIR of a saved model, which contains one)")
-    from weakwater.tokenizer import load_tokenizer
-
-    return load_tokenizer(source)
-
-
 def check_paths(cfg: TrainConfig, preset_flag: bool) -> None:
     """Input paths that do not exist, named as the flag the user typed (before anything else complains
     about a file inside them)."""
@@ -98,9 +80,10 @@ def run_stage(args: argparse.Namespace, name: str, config_cls: type[TrainConfig]
         cfg.model = {**cfg.model, **parse_model_args(args.model_arg)}
     cfg.validate()
     check_paths(cfg, preset_flag="preset" in vars(args))
-    tokenizer = load_run_tokenizer(cfg)
+    from weakwater.train import build
     from weakwater.train.trainer import Trainer
 
+    tokenizer = build.load_tokenizer(cfg, required=True)
     trainer = Trainer(cfg, make_stage(cfg, tokenizer), tokenizer=tokenizer)
     result = trainer.fit()
     if trainer.interrupted:
@@ -120,7 +103,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Every training stage's command, in pipeline order."""
     from weakwater.train.stages.distill import DistillConfig, DistillStage
     from weakwater.train.stages.dpo import DPOConfig, DPOStage
+    from weakwater.train.stages.online_dpo import OnlineDPOConfig, OnlineDPOStage
     from weakwater.train.stages.pretrain import PretrainStage
+    from weakwater.train.stages.rl import RLConfig, RLStage
     from weakwater.train.stages.sft import SFTConfig, SFTStage
 
     add_stage_command(
@@ -145,11 +130,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_stage_command(
         sub,
         "distill",
-        "reasoning distillation on R1-format chats (<think>/<answer> tags up-weighted)",
+        "distillation: trace (SFT on R1-format chats, tags up-weighted), plus logit KD with --teacher DIR",
         DistillConfig,
         DistillStage,
-        description="SFT on R1 answers (<think>...</think><answer>...</answer>) with --tag-weight on the tag "
-        "tokens at assistant positions. " + OUTPUTS,
+        description="Trace distillation: SFT on R1 answers (<think>...</think><answer>...</answer>) with "
+        "--tag-weight on the tag tokens at assistant positions. Logit (white-box) distillation: add --teacher DIR "
+        "(same tokenizer) and each token's loss becomes kd_alpha * tau^2 * KL(teacher || student at temperature "
+        "--kd-temperature) + (1 - kd_alpha) * CE. " + OUTPUTS,
     )
     add_stage_command(
         sub,
@@ -159,4 +146,25 @@ def register(sub: argparse._SubParsersAction) -> None:
         DPOStage,
         description="DPO/IPO/SimPO on {chosen: [...], rejected: [...]} JSONL; the reference is --init "
         "(adapters disabled under LoRA; --precompute-ref stores its log-probs once). " + OUTPUTS,
+    )
+    add_stage_command(
+        sub,
+        "rl",
+        "RL on verifiable rewards: GRPO, Dr. GRPO, DAPO-style options (the policy generates its own batches)",
+        RLConfig,
+        RLStage,
+        description="Samples --group-size replies per prompt with the live weights, scores them with --reward "
+        "(math, format, length, repetition or your MODULE:FN), and trains on group-normalised advantages with "
+        "the PPO-clipped objective; KL to the --init model with --beta. Prompts: MiniMind {conversations}, "
+        "{prompt, answer} or GSM8K JSONL. Held-out greedy accuracy on --val-data every --eval-every steps; "
+        "reward.png in --out. " + OUTPUTS,
+    )
+    add_stage_command(
+        sub,
+        "online-dpo",
+        "online DPO: the policy samples replies, the reward functions pick chosen/rejected",
+        OnlineDPOConfig,
+        OnlineDPOStage,
+        description="Per prompt, --group-size sampled replies are scored with --reward; the best and the worst "
+        "form a DPO pair (sigmoid, IPO or SimPO loss; reference = the --init model). " + OUTPUTS,
     )
