@@ -7,16 +7,16 @@ rewards use). Greedy decoding, so numbers are reproducible.
 
 from __future__ import annotations
 
-import sys
 from collections import defaultdict
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
+from weakwater.console import Progress
 from weakwater.data.dpo import to_pair
 from weakwater.data.jsonl import read_jsonl
 from weakwater.data.sft import tokenize_conversation
@@ -72,14 +72,15 @@ def generate_replies(
     ]
     prompts = [tokenizer.encode(tokenizer.render_chat(m, add_generation_prompt=True)) for m in conversations]
     out: list[Reply] = []
-    with tqdm(total=len(prompts), desc=progress, file=sys.stderr, disable=progress is None, leave=False) as bar:
+    with Progress(len(prompts), progress, unit="replies") if progress is not None else nullcontext() as bar:
         for start in range(0, len(prompts), batch_size):
             dec = gen.decoder(prompts[start : start + batch_size], params[start : start + batch_size])
             while not dec.done:
                 dec.step()
             for r in sorted(dec.finished, key=lambda r: r.index):
                 out.append(Reply(tokenizer.decode(r.tokens), len(r.tokens), r.finish_reason or "length"))
-            bar.update(len(prompts[start : start + batch_size]))
+            if bar is not None:
+                bar.update(len(prompts[start : start + batch_size]))
     return out
 
 
