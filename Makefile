@@ -1,11 +1,11 @@
-# The two commands of the README: `make demo` and `make test`. Both install what they need
+# The two commands of the README: `make demo` and `make test` (`make test-fast` skips the slow tests). Both install what they need
 # into .venv, torch first and pinned (an unpinned torch pulls several GB of CUDA wheels).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: install install-dev demo test lint format clean
+.PHONY: install install-dev demo test test-fast lint format clean
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
@@ -28,6 +28,10 @@ demo: install
 
 test: install-dev lint
 	$(PY) -m pytest -q
+
+# The edit-test loop: every test not marked slow, no lint. `make test` (and CI) still runs everything.
+test-fast: install-dev
+	$(PY) -m pytest -q -m "not slow"
 
 lint: install-dev
 	$(PY) -m ruff check weakwater tests

@@ -39,7 +39,7 @@ def bpe_tokenizer_dir(tmp_path_factory) -> Path:
 
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    from weakwater.tokenizer.train import pre_tokenizer
+    from weakwater.tokenizer.pretokenize import pre_tokenizer
 
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>", "<answer>", "</answer>"]
     tok = Tokenizer(models.BPE())

@@ -1,37 +1,14 @@
-"""The model equals HF LlamaForCausalLM and its KV cache equals a full forward."""
+"""The KV cache equals a full forward; padding, parameter counts and shape checks (HF parity: test_hf.py)."""
 
 import pytest
 import torch
 
-from weakwater.bench.train import hf_twin
-from weakwater.model import KVCache, ModelConfig, RopeScaling, Transformer
+from weakwater.model import KVCache, ModelConfig, Transformer
 
 
 def small_config(**kw) -> ModelConfig:
     base = dict(vocab_size=300, dim=64, n_layers=3, n_heads=8, n_kv_heads=2, max_seq_len=64, tie_embeddings=False)
     return ModelConfig(**{**base, **kw})
-
-
-@pytest.mark.parametrize(
-    "overrides",
-    [
-        {},
-        {"tie_embeddings": True},
-        {"n_kv_heads": 8},
-        {"rope_scaling": RopeScaling("linear", 2.0, 32)},
-        {"rope_scaling": RopeScaling("yarn", 4.0, 16)},
-    ],
-    ids=["gqa", "tied", "mha", "linear-rope", "yarn-rope"],
-)
-def test_logits_equal_hf_llama(overrides):
-    torch.manual_seed(0)
-    model = Transformer(small_config(**overrides)).eval()
-    hf = hf_twin(model)
-    ids = torch.randint(0, 300, (2, 48))
-    with torch.no_grad():
-        ours = model(ids)
-        theirs = hf(ids).logits
-    assert (ours - theirs).abs().max().item() < 1e-4
 
 
 def randomize_qk_gains(model: Transformer) -> Transformer:
@@ -106,19 +83,3 @@ def test_invalid_shapes_are_rejected_with_a_reason():
         small_config(n_kv_heads=3)
     with pytest.raises(ValueError, match="divisible by n_heads"):
         small_config(dim=66)
-
-
-def test_training_path_matches_hf_logits_and_grads():
-    """On the training path (grad enabled) the logits and every gradient equal HF's."""
-    torch.manual_seed(0)
-    model = Transformer(small_config()).train()
-    hf = hf_twin(model).train()
-    ids = torch.randint(0, 300, (2, 32))
-    ours, theirs = model(ids), hf(ids).logits
-    assert (ours - theirs).abs().max().item() < 1e-4
-    ours.square().mean().backward()
-    theirs.square().mean().backward()
-    hf_params = dict(hf.named_parameters())
-    for name, p in model.named_parameters():
-        ref = hf_params[name if name == "lm_head.weight" else f"model.{name}"].grad
-        assert (p.grad - ref).abs().max().item() < 1e-5, name

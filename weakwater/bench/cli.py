@@ -11,6 +11,7 @@ from types import ModuleType
 from typing import Any
 
 from weakwater.bench.common import environment, write_json
+from weakwater.device import DEVICE_HELP
 from weakwater.model.config import PRESETS
 
 
@@ -35,8 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train",
         help="training tokens/s of our model vs HF LlamaForCausalLM (same config, weights, run)",
         description="Forward + loss + backward + AdamW steps of our Transformer and of HF LlamaForCausalLM, "
-        "interleaved in one process. fp32 on CPU, bf16 autocast on CUDA. Reports tokens/s, the ratio to HF, "
-        "FLOPs/token, MFU on GPUs with a known bf16 peak, and peak memory.",
+        "interleaved in one process. fp32 on CPU/MPS, bf16 autocast on CUDA (fp16 without bf16). Reports "
+        "tokens/s, the ratio to HF, FLOPs/token, MFU on GPUs with a known bf16 peak, and peak memory.",
     )
     _train_arguments(train)
     train.set_defaults(func=run_train)
@@ -64,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     every.add_argument("--steps", type=int, default=3, help="timed train steps per variant (default: 3)")
     every.add_argument("--gb", type=float, default=0.1, help="size of the generated corpus in GB (default: 0.1)")
     every.add_argument("--cores", type=int, default=2, help="CPUs for tokenizer training (default: 2)")
-    every.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    every.add_argument("--device", default="auto", help=DEVICE_HELP)
     every.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     every.add_argument("--json", metavar="FILE", help="write all results as one JSON file")
     every.set_defaults(func=run_all)
@@ -82,7 +83,7 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
         default="none",
         help="also measure torch.compile'd copies: of ours, or of ours and HF (default: none)",
     )
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--seed", type=int, default=0, help="seed for weights and token ids (default: 0)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: torch's default)")
     p.add_argument("--profile", action="store_true", help="print a torch.profiler table of one step of ours")

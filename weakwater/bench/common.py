@@ -46,16 +46,6 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present; an explicit ``cuda`` without a GPU is a user error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda requested but no CUDA device is available")
-    return device
-
-
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)

@@ -23,6 +23,7 @@ from weakwater.bench.common import environment, format_table, write_json
 from weakwater.infer.generate import Generator
 from weakwater.infer.sampling import SamplingParams
 from weakwater.model.config import PRESETS, preset
+from weakwater.model.hf import hf_model
 from weakwater.model.io import load_model
 from weakwater.model.llama import Transformer
 
@@ -52,23 +53,6 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_arguments(parser)
     parser.set_defaults(func=run)
     return parser
-
-
-def hf_llama(model: Transformer) -> torch.nn.Module:
-    """An HF ``LlamaForCausalLM`` holding exactly our weights."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from weakwater.export.hf import SpecialIds, hf_config, hf_state_dict
-
-    cfg = hf_config(model.config, SpecialIds(endoftext=0, im_start=None, im_end=None), "float32")
-    cfg.pop("architectures")
-    cfg.pop("model_type")
-    hf = LlamaForCausalLM(LlamaConfig(**cfg)).eval()
-    missing, unexpected = hf.load_state_dict(hf_state_dict(model, torch.float32), strict=False)
-    if unexpected or [m for m in missing if m != "lm_head.weight"]:
-        raise ValueError(f"HF weight mapping failed: missing {missing}, unexpected {unexpected}")
-    hf.tie_weights()
-    return hf
 
 
 def timed(fn: Callable[[], Any]) -> float:
@@ -104,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     engines: dict[str, Generator] = {"ours": Generator(model)}
     if not args.no_int8:
         engines["int8"] = Generator(model, weights="int8")
-    hf = None if args.no_hf else hf_llama(model)
+    hf = None if args.no_hf else hf_model(model).eval()
     params = SamplingParams(max_new_tokens=args.tokens)
     rows = []
     for batch in args.batch:

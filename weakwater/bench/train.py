@@ -3,7 +3,8 @@
 Both models run in ONE process and their steps are interleaved round by round (the order flips every
 round), so a noisy, shared machine slows both alike; the ratio of medians is what to quote. A step is
 forward + cross-entropy + backward + AdamW, with the same optimizer settings for every variant (fused
-AdamW where the device supports it). On CUDA the forward runs under bf16 autocast; on CPU in fp32.
+AdamW where the device supports it). The forward runs under ``--dtype auto``'s autocast (``weakwater.device``):
+bf16 on CUDA (fp16 on GPUs without bf16), fp32 on CPU and MPS.
 """
 
 from __future__ import annotations
@@ -18,46 +19,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from weakwater.bench.common import environment, format_table, peak_rss_mb, peak_tflops, resolve_device
+from weakwater.bench.common import environment, format_table, peak_rss_mb, peak_tflops
+from weakwater.device import autocast, dtype_name, pick_device, pick_dtype, synchronize
 from weakwater.model.config import ModelConfig, preset
+from weakwater.model.hf import hf_model
 from weakwater.model.llama import Transformer
 
 VARIANTS = ("ours", "hf")
-
-
-def hf_twin(model: Transformer) -> nn.Module:
-    """HF ``LlamaForCausalLM`` with the same config and a copy of ``model``'s weights (SDPA attention)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    c = model.config
-    rope: dict[str, Any] = {"rope_type": "default", "rope_theta": c.rope_theta}
-    if c.rope_scaling is not None:
-        rope = {
-            "rope_type": c.rope_scaling.kind,
-            "rope_theta": c.rope_theta,
-            "factor": c.rope_scaling.factor,
-            "original_max_position_embeddings": c.rope_scaling.original_max_seq_len,
-        }
-    hf_config = LlamaConfig(
-        vocab_size=c.vocab_size,
-        hidden_size=c.dim,
-        intermediate_size=c.ffn_dim,
-        num_hidden_layers=c.n_layers,
-        num_attention_heads=c.n_heads,
-        num_key_value_heads=c.n_kv_heads,
-        max_position_embeddings=c.max_seq_len,
-        rms_norm_eps=c.norm_eps,
-        rope_parameters=rope,
-        tie_word_embeddings=c.tie_embeddings,
-        attention_bias=False,
-        mlp_bias=False,
-        attention_dropout=c.dropout,
-    )
-    hf_config._attn_implementation = "sdpa"
-    hf = LlamaForCausalLM(hf_config)
-    state = {(k if k == "lm_head.weight" else f"model.{k}"): v.detach().clone() for k, v in model.state_dict().items()}
-    hf.load_state_dict(state, strict=True)
-    return hf
 
 
 @dataclass
@@ -93,22 +61,19 @@ def make_optimizer(model: nn.Module, device: torch.device) -> tuple[torch.optim.
         return torch.optim.AdamW(params, lr=1e-4, weight_decay=0.1), "default"
 
 
-def train_step(v: Variant, window: torch.Tensor, device: torch.device) -> float:
-    """One timed optimizer step (synchronised on CUDA so the time covers the work)."""
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
-    )
+def train_step(v: Variant, window: torch.Tensor, device: torch.device, dtype: torch.dtype) -> float:
+    """One timed optimizer step (the device synchronised so the time covers the work)."""
+    synchronize(device)
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
-    with autocast:
+    with autocast(device, dtype):
         loss = v.loss_fn(v.model, window)
     loss.backward()
     v.optimizer.step()
     v.optimizer.zero_grad(set_to_none=True)
+    synchronize(device)
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
         v.peak_mem_mb = max(v.peak_mem_mb or 0.0, torch.cuda.max_memory_allocated(device) / 2**20)
     elapsed = time.perf_counter() - start
     if not torch.isfinite(loss.detach()):
@@ -133,7 +98,7 @@ def build_variants(
                 model: nn.Module = Transformer(config)
                 model.load_state_dict(reference.state_dict())
             else:
-                model = hf_twin(reference)
+                model = hf_model(reference)
             model.to(device).train()
             optimizer, opt_kind = make_optimizer(model, device)
             fn = ours_loss if name == "ours" else hf_loss
@@ -164,7 +129,8 @@ def run_train_bench(
         raise ValueError("need --steps >= 1, --warmup >= 0, --batch >= 1 and --seq >= 2")
     if compile_mode not in ("none", "ours", "both"):
         raise ValueError(f"--compile must be none, ours or both, got {compile_mode!r}")
-    dev = resolve_device(device)
+    dev = pick_device(device)
+    dtype = pick_dtype("auto", dev)
     if threads > 0:
         torch.set_num_threads(threads)
     config = preset(preset_name, max_seq_len=max(seq, preset(preset_name).max_seq_len))
@@ -174,7 +140,7 @@ def run_train_bench(
     failures: dict[str, str] = {}
     for v in list(variants):  # the first step includes compilation / allocator warm-up; timed apart
         try:
-            v.first_step_s = train_step(v, windows[0], dev)
+            v.first_step_s = train_step(v, windows[0], dev, dtype)
         except Exception as e:  # a compiler failure is a result to report, not a crash
             if "compiled" not in v.name:
                 raise
@@ -182,11 +148,11 @@ def run_train_bench(
             variants.remove(v)
             continue
         for i in range(1, warmup):
-            train_step(v, windows[i % len(windows)], dev)
+            train_step(v, windows[i % len(windows)], dev, dtype)
     for r in range(steps):
         order = variants if r % 2 == 0 else variants[::-1]
         for v in order:
-            v.times.append(train_step(v, windows[r % len(windows)], dev))
+            v.times.append(train_step(v, windows[r % len(windows)], dev, dtype))
 
     tokens = batch * seq
     flops_per_token = config.flops_per_token(seq)
@@ -229,7 +195,7 @@ def run_train_bench(
         "seq": seq,
         "steps": steps,
         "warmup": warmup,
-        "dtype": "bf16-autocast" if dev.type == "cuda" else "fp32",
+        "dtype": "fp32" if dtype == torch.float32 else f"{dtype_name(dtype)}-autocast",
         "optimizer": f"AdamW ({opt_kind})",
         "compile": compile_mode,
         "flops_per_token": flops_per_token,
@@ -268,16 +234,17 @@ def profile_step(preset_name: str, batch: int, seq: int, device: str = "auto", s
     """torch.profiler table (by self time) of one training step of our eager model, after a warm-up step."""
     from torch.profiler import ProfilerActivity, profile
 
-    dev = resolve_device(device)
+    dev = pick_device(device)
+    dtype = pick_dtype("auto", dev)
     config = preset(preset_name, max_seq_len=max(seq, preset(preset_name).max_seq_len))
     torch.manual_seed(seed)
     model = Transformer(config).to(dev).train()
     optimizer, _ = make_optimizer(model, dev)
     variant = Variant("ours-eager", model, ours_loss, optimizer)
     window = torch.randint(0, config.vocab_size, (batch, seq + 1), device=dev)
-    train_step(variant, window, dev)
+    train_step(variant, window, dev, dtype)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
     with profile(activities=activities) as prof:
-        train_step(variant, window, dev)
+        train_step(variant, window, dev, dtype)
     sort = "self_cuda_time_total" if dev.type == "cuda" else "self_cpu_time_total"
     return prof.key_averages().table(sort_by=sort, row_limit=20)

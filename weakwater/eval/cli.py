@@ -10,13 +10,14 @@ from typing import Any
 
 import torch
 
+from weakwater.device import DEVICE_HELP, pick_device
 from weakwater.infer.fast import WEIGHT_FORMATS
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, metavar="DIR", help="saved WeakWater model directory")
     p.add_argument("--adapter", metavar="DIR", help="LoRA adapter directory to apply on top of the model")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--out", metavar="FILE.json", help="also write the results here")
 
 
@@ -135,8 +136,7 @@ def load_model_dir(path: str, device: str = "auto", adapter: str | None = None) 
     from weakwater.model.lora import load_adapter
     from weakwater.tokenizer import load_tokenizer
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = pick_device(device)
     model = load_model(path, device=device)
     if adapter:
         load_adapter(model, adapter).to(device)

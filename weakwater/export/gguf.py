@@ -21,7 +21,7 @@ import torch
 
 from weakwater.export.hf import load_for_export, read_chat_template, read_tokenizer_json, special_ids
 from weakwater.model.config import ModelConfig
-from weakwater.tokenizer.train import LLAMA3_SPLIT, QWEN2_SPLIT
+from weakwater.tokenizer.pretokenize import LLAMA3_SPLIT, QWEN2_SPLIT
 
 # Pre-tokenizer regexes of the HF ``Split`` pre-tokenizer that llama.cpp implements, by its name for them.
 KNOWN_SPLIT_REGEXES = {QWEN2_SPLIT: "qwen2", LLAMA3_SPLIT: "llama-bpe"}

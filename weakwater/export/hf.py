@@ -1,8 +1,8 @@
 """Export a saved model as a Hugging Face ``LlamaForCausalLM`` directory (no ``trust_remote_code``).
 
-Our parameter names are HF's minus the ``model.`` prefix and our RoPE uses HF's rotate-half layout,
-so the weights only need renaming. RoPE scaling is written both the transformers 4.x way
-(``rope_theta`` + ``rope_scaling``) and the 5.x way (``rope_parameters``); each version reads its own.
+The model itself (config shape fields, weight names, RoPE scaling) is translated by the one mapping
+in ``model/hf.py``; this module adds the files around it: token ids, tokenizer, chat template,
+generation defaults.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import save_file
 
 from weakwater.model.config import ModelConfig
+from weakwater.model.hf import to_hf_config, to_hf_state_dict
 from weakwater.model.io import atomic_replace_dir, load_model
 from weakwater.model.llama import Transformer
 from weakwater.model.lora import load_adapter, merge_lora
@@ -72,47 +73,10 @@ def read_chat_template(tokenizer_dir: Path) -> str | None:
     return None
 
 
-def rope_dicts(config: ModelConfig) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-    """(transformers 4.x ``rope_scaling``, transformers 5.x ``rope_parameters``) for ``config``."""
-    scaling = config.rope_scaling
-    if scaling is None:
-        return None, {"rope_type": "default", "rope_theta": config.rope_theta}
-    legacy: dict[str, Any] = {"rope_type": scaling.kind, "type": scaling.kind, "factor": scaling.factor}
-    if scaling.kind == "yarn":
-        legacy.update(
-            original_max_position_embeddings=scaling.original_max_seq_len,
-            beta_fast=scaling.beta_fast,
-            beta_slow=scaling.beta_slow,
-        )
-    params = {k: v for k, v in legacy.items() if k != "type"}
-    return legacy, {**params, "rope_theta": config.rope_theta}
-
-
 def hf_config(config: ModelConfig, ids: SpecialIds, dtype: str) -> dict[str, Any]:
-    """``config.json`` for ``LlamaForCausalLM`` with the same shape as ``config``."""
-    rope_scaling, rope_parameters = rope_dicts(config)
+    """``config.json``: the model mapping's shape fields plus the token ids and the weight dtype."""
     return {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
-        "vocab_size": config.vocab_size,
-        "hidden_size": config.dim,
-        "intermediate_size": config.ffn_dim,
-        "num_hidden_layers": config.n_layers,
-        "num_attention_heads": config.n_heads,
-        "num_key_value_heads": config.n_kv_heads,
-        "head_dim": config.head_dim,
-        "hidden_act": "silu",
-        "max_position_embeddings": config.max_seq_len,
-        "rms_norm_eps": config.norm_eps,
-        "rope_theta": config.rope_theta,
-        "rope_scaling": rope_scaling,
-        "rope_parameters": rope_parameters,
-        "attention_bias": False,
-        "attention_dropout": 0.0,
-        "mlp_bias": False,
-        "pretraining_tp": 1,
-        "tie_word_embeddings": config.tie_embeddings,
-        "initializer_range": config.init_std,
+        **to_hf_config(config),
         "bos_token_id": ids.im_start,
         "eos_token_id": ids.eos,
         "pad_token_id": ids.endoftext,
@@ -120,17 +84,6 @@ def hf_config(config: ModelConfig, ids: SpecialIds, dtype: str) -> dict[str, Any
         "torch_dtype": dtype,
         "dtype": dtype,
     }
-
-
-def hf_state_dict(model: Transformer, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """Our weights under HF names; a tied ``lm_head`` is left out (HF re-ties it from the config)."""
-    out = {}
-    for name, tensor in model.state_dict().items():
-        if name == "lm_head.weight" and model.config.tie_embeddings:
-            continue
-        key = name if name == "lm_head.weight" else f"model.{name}"
-        out[key] = tensor.detach().to(dtype).contiguous().cpu()
-    return out
 
 
 def write_tokenizer(src: Path, dst: Path, config: ModelConfig, ids: SpecialIds) -> None:
@@ -187,7 +140,11 @@ def export_hf(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    save_file(hf_state_dict(model, DTYPES[dtype]), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    save_file(
+        to_hf_state_dict(model.state_dict(), model.config, DTYPES[dtype]),
+        str(tmp / "model.safetensors"),
+        metadata={"format": "pt"},
+    )
     (tmp / "config.json").write_text(json.dumps(hf_config(model.config, ids, dtype), indent=2) + "\n")
     generation = {
         "bos_token_id": ids.im_start,

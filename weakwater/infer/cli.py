@@ -15,8 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-import torch
-
+from weakwater.device import DEVICE_HELP, pick_device
 from weakwater.infer.fast import WEIGHT_FORMATS
 from weakwater.infer.generate import Generator
 from weakwater.infer.reasoning import ReasoningSplitter, prompt_opens_think
@@ -69,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _runtime_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument(
         "--weights",
         choices=WEIGHT_FORMATS,
@@ -90,18 +89,10 @@ def _sampling_flags(p: argparse.ArgumentParser, **defaults: Any) -> None:
     p.add_argument("--seed", type=int, help="seed for reproducible sampling")
 
 
-def _device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda requested but no CUDA device is available")
-    return name
-
-
 def load_generator(model_dir: str, device: str, weights: str = "fp32") -> tuple[Generator, dict[str, Any]]:
-    """Model + tokenizer from a saved model directory, and the directory's metadata."""
+    """Model + tokenizer from a saved model directory (on the ``--device`` it names), and its metadata."""
     _, meta = read_model_config(model_dir)
-    device = _device(device)
+    device = pick_device(device)
     model = load_model(model_dir, device=device)
     return Generator(model, load_tokenizer(model_dir), device=device, weights=weights), meta
 

@@ -348,7 +348,7 @@ class Generator:
         self,
         model: Transformer,
         tokenizer: ChatTokenizer | None = None,
-        device: str = "cpu",
+        device: str | torch.device = "cpu",
         fast: bool = True,
         weights: str = "fp32",
     ) -> None:

@@ -26,12 +26,10 @@ FORMAT = "weakwater-llama"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file, read in chunks (weights, tokenizers and checkpoints all use this one)."""
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def weights_state_dict(model: Transformer) -> dict[str, torch.Tensor]:

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-DTYPES = ("auto", "fp32", "bf16", "fp16")
+from weakwater.device import DEVICE_HELP, DTYPES, valid_device_name
+
 TRACKERS = ("none", "tensorboard", "wandb", "swanlab")
 # Model fields a run may change when it starts from ``--init``: they do not change any weight's shape.
 INIT_OVERRIDABLE = ("dropout", "max_seq_len", "rope_scaling", "rope_theta")
@@ -39,7 +40,7 @@ class TrainConfig:
     max_steps: int = field(default=0, metadata={"help": "optimizer steps to run (0: derive from --epochs)"})
     epochs: float = field(default=1.0, metadata={"help": "passes over the training data when --max-steps is 0"})
     resume: bool = field(default=False, metadata={"help": "continue the run in --out from its latest checkpoint"})
-    device: str = field(default="auto", metadata={"help": "auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps"})
+    device: str = field(default="auto", metadata={"help": DEVICE_HELP})
     seed: int = field(default=1337, metadata={"help": "seed for init, data order and dropout"})
     batch_size: int = field(default=16, metadata={"help": "sequences per micro-batch per device"})
     grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
@@ -118,10 +119,7 @@ class TrainConfig:
         need(self.lora_rank >= 0, f"--lora-rank must be >= 0, got {self.lora_rank}")
         need(self.max_bad_steps >= 1, f"--max-bad-steps must be >= 1, got {self.max_bad_steps}")
         need(self.spike_factor > 1, f"--spike-factor must be > 1, got {self.spike_factor}")
-        need(
-            self.device == "auto" or self.device in ("cpu", "mps") or self.device.split(":")[0] == "cuda",
-            f"--device must be auto, cpu, mps, cuda or cuda:N, got {self.device!r}",
-        )
+        need(valid_device_name(self.device), f"--device must be {DEVICE_HELP}, got {self.device!r}")
         if self.data and not self.data_is_jsonl and Path(self.data).suffix in (".jsonl", ".json"):
             problems.append(
                 f"--data {self.data} is a JSONL file; tokenize it first with "

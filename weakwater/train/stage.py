@@ -33,6 +33,8 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch.utils.data import Dataset
 
+from weakwater.device import autocast
+
 Metrics = dict[str, torch.Tensor]
 
 
@@ -92,9 +94,7 @@ class StageContext:
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The training precision: bf16/fp16 autocast on the run's device, nothing in fp32."""
-        if self.dtype == torch.float32:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
+        return autocast(self.device, self.dtype)
 
     def say(self, message: str) -> None:
         """One summary line on stderr from rank 0 (the progress bar also writes there)."""

@@ -41,6 +41,7 @@ from safetensors.torch import load_file, save_file
 
 from weakwater.config import save_resolved, to_dict
 from weakwater.data.loader import BatchLoader
+from weakwater.device import pick_device, pick_dtype
 from weakwater.model.config import ModelConfig, preset
 from weakwater.model.io import CONFIG_FILE, FORMAT, WEIGHTS_FILE, file_sha256, save_model, weights_state_dict
 from weakwater.model.llama import Transformer
@@ -60,34 +61,6 @@ from weakwater.train.stage import (
 from weakwater.train.tracking import MetricsLog, Tracker, plot_curves
 
 SHAPE_FIELDS = ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "tie_embeddings", "qk_norm")
-
-
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto``: this rank's CUDA device, else Apple MPS, else CPU."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank)
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
-        if device.index is None:
-            device = torch.device("cuda", local_rank)
-    return device
-
-
-def pick_dtype(name: str, device: torch.device) -> torch.dtype:
-    """``auto``: bf16 on CUDA when supported, else fp16; fp32 elsewhere."""
-    if name == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    if name == "fp16" and device.type == "cpu":
-        raise ConfigError("--dtype fp16 needs a GPU (GradScaler); use fp32 or bf16 on CPU")
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 
 def _nan_steps_from_env() -> set[int]:
