@@ -173,7 +173,7 @@ def test_real_samples_both_tokenizers(reference_dir, tokenizer):
         batch = SFTCollator(tokenizer.eos_id, tag_token_ids(tokenizer), 10.0)([ds[i] for i in range(8)])
         assert (batch["weights"].sum(1) > 0).all()
     extra = ChatDataset(reference_dir / "data" / "extra" / "sft_t2t_mini_head100.jsonl", tokenizer, max_len=513)
-    assert len(extra) == 98 and extra.skipped.counts == {"same_role_turns": 2}  # lines 55 and 76, reported
+    assert len(extra) == 100 and extra.skipped.total == 0  # lines 55 and 76 repeat an assistant turn: kept as is
 
 
 text = st.text(alphabet=st.sampled_from(list("ab xy12+=?.河水东流。\n")), min_size=1, max_size=12)
@@ -191,3 +191,66 @@ def test_mask_property_random_conversations(bpe_tokenizer_dir, with_system, turn
     assert len(ids) == len(mask)
     assert tok.decode(ids) == tok.render_chat(conv)
     assert tok.decode([i for i, m in zip(ids, mask) if m]) == "".join(r + "<|im_end|>" for _, r in turns)
+
+
+TOOL_RECORD = {
+    "conversations": [
+        {"role": "system", "content": "", "tools": '[{"type": "function", "function": {"name": "calc"}}]'},
+        {"role": "user", "content": "12 * 35?"},
+        {"role": "assistant", "content": "", "tool_calls": '[{"name": "calc", "arguments": {"e": "12*35"}}]'},
+        {"role": "tool", "content": "420"},
+        {"role": "assistant", "content": "420."},
+    ]
+}
+
+
+@pytest.fixture(scope="module")
+def tool_tokenizer(tmp_path_factory):
+    """A tokenizer as ``weakwater tokenizer train`` writes it: tool tags as single tokens, the tools template."""
+    from weakwater.tokenizer.train import train_tokenizer
+
+    out = tmp_path_factory.mktemp("tooltok")
+    corpus = out / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"text": f"What is 12 * 35? 420. 计算 {i}"}) + "\n" for i in range(40)))
+    train_tokenizer([corpus], out / "tok", vocab_size=300)
+    return load_tokenizer(out / "tok")
+
+
+def test_tool_mask_token_by_token(tool_tokenizer):
+    """Loss on the assistant's calls and answer (each closed by <|im_end|>); never on the tools, the user or
+    the tool's result."""
+    from weakwater.data.chat import to_messages
+
+    tok = tool_tokenizer
+    ids, mask = tokenize_conversation(tok, to_messages(TOOL_RECORD))
+    runs: list[tuple[bool, list[int]]] = []
+    for token, sup in zip(ids, mask):
+        if runs and runs[-1][0] == sup:
+            runs[-1][1].append(token)
+        else:
+            runs.append((sup, [token]))
+    text = [(sup, tok.decode(r)) for sup, r in runs]
+    assert [sup for sup, _ in text] == [False, True, False, True, False]
+    assert text[0][1].startswith("<|im_start|>system\n# Tools") and text[0][1].endswith(
+        "<|im_start|>user\n12 * 35?<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert text[1][1] == '<tool_call>\n{"name": "calc", "arguments": {"e": "12*35"}}\n</tool_call><|im_end|>'
+    assert text[2][1] == "\n<|im_start|>user\n<tool_response>\n420\n</tool_response><|im_end|>\n<|im_start|>assistant\n"
+    assert text[3][1] == "420.<|im_end|>"
+    call_open = tok.token_to_id("<tool_call>")
+    assert [m for i, m in zip(ids, mask) if i == call_open] == [False, False, True]  # the tools text: not trained
+    response = tok.token_to_id("<tool_response>")
+    assert not any(m for i, m in zip(ids, mask) if i == response)
+
+
+def test_tool_mask_minimind_tokenizers(tokenizer):
+    """MiniMind-3's template and tokenizer (tool tags are tokens) and MiniMind2's (spelt as text): same rule."""
+    from weakwater.data.chat import to_messages
+
+    if not tokenizer.supports_tools:
+        pytest.skip("template without tools")
+    ids, mask = tokenize_conversation(tokenizer, to_messages(TOOL_RECORD))
+    supervised = tokenizer.decode([i for i, m in zip(ids, mask) if m])
+    assert '<tool_call>\n{"name": "calc", "arguments": {"e": "12*35"}}\n</tool_call><|im_end|>' in supervised
+    assert supervised.endswith("420.<|im_end|>") and "<tool_response>" not in supervised
+    assert "12 * 35?" not in supervised and "# Tools" not in supervised

@@ -16,7 +16,8 @@ from weakwater.data.synth.tasks import QUESTIONS
 
 R1_RE = re.compile(r"^<think>\n.*\n</think>\n<answer>\n.*\n</answer>$", re.DOTALL)
 SUM_RE = re.compile(r"(\d+)(?: ?\+ ?| ?加上? ?| and )(\d+)")
-TRAIN_FILES = ("pretrain.jsonl", "sft.jsonl", "r1.jsonl", "dpo.jsonl", "lora_domain.jsonl")
+TRAIN_FILES = ("pretrain.jsonl", "sft.jsonl", "r1.jsonl", "dpo.jsonl", "lora_domain.jsonl", "tools.jsonl")
+MUL_RE = re.compile(r"(\d+) ?(?:\*|×|乘以?|by|times) ?(\d+)")
 
 
 @pytest.fixture(scope="module", params=[("small", 0), ("demo", 5)], ids=lambda p: p[0])
@@ -153,10 +154,33 @@ def test_eval_sums_never_in_training(small):
 
 def test_eval_prompts_disjoint_from_training_prompts(small):
     train = set().union(*(user_prompts(small, n) for n in TRAIN_FILES[1:]))
-    for name in ("eval_facts", "eval_arith", "eval_reasoning", "eval_dpo", "eval_domain"):
+    for name in ("eval_facts", "eval_arith", "eval_reasoning", "eval_dpo", "eval_domain", "eval_tools"):
         overlap = set(eval_questions(small, f"{name}.jsonl")) & train
         assert not overlap, (name, overlap)
     assert not user_prompts(small, "dpo_eval.jsonl") & train
+
+
+def test_tool_conversations_are_valid_and_right_and_eval_products_held_out(small):
+    from weakwater.data.chat import to_messages
+    from weakwater.infer.tools import calculate
+
+    calls = 0
+    train_products: set[tuple[int, int]] = set()
+    for r in rows(small, "tools.jsonl"):
+        conv = to_messages(r)  # the same validation SFT applies: known tool, JSON-object arguments, order
+        assert conv[0]["role"] == "system" and conv[0]["tools"][0]["function"]["name"] == "calculator"
+        for i, m in enumerate(conv):
+            for call in m.get("tool_calls", []):
+                calls += 1
+                result = calculate(call["function"]["arguments"]["expression"])
+                assert conv[i + 1] == {"role": "tool", "content": result}
+                assert conv[i + 2]["content"].startswith(result)
+        train_products |= {tuple(sorted(map(int, k))) for k in MUL_RE.findall(conv[1]["content"])}
+    assert calls >= len(rows(small, "tools.jsonl")) // 2
+    for r in rows(small, "eval_tools.jsonl"):
+        (key,) = {tuple(sorted(map(int, k))) for k in MUL_RE.findall(r["messages"][0]["content"])}
+        assert key not in train_products and str(key[0] * key[1]) == r["answer"]
+        assert r["tools"][0]["function"]["name"] == "calculator" and r["task"] == "tools"
 
 
 def test_domain_split(small):
@@ -174,7 +198,7 @@ def test_domain_split(small):
         question, answer, lang = r["messages"][0]["content"], r["answer"], r["lang"]
         name = next(c["name"][lang] for c in world["creatures"] if c["name"][lang] in question)
         assert any(name in d and answer in d for d in descriptions), question
-    others = "\n".join(t for n in TRAIN_FILES[1:-1] for t in texts(small, n))
+    others = "\n".join(t for n in TRAIN_FILES[1:] if n != "lora_domain.jsonl" for t in texts(small, n))
     assert world["planet"]["en"] not in others and world["planet"]["zh"] not in others
     for c in world["creatures"]:
         assert c["name"]["en"] not in others and c["name"]["zh"] not in others

@@ -66,6 +66,41 @@ def test_hf_export_greedy_and_tokenizer(tmp_path, make_model_dir):
     assert len(gen) == 32 or gen[-1] in stops  # HF stops early only at an end token
 
 
+def test_hf_export_renders_tool_chats_as_training_does(tmp_path):
+    """``apply_chat_template(messages, tools=...)`` on the export gives the exact string SFT trains on."""
+    from weakwater.data.chat import to_messages
+    from weakwater.data.sft import tokenize_conversation
+    from weakwater.model import ModelConfig, Transformer, save_model
+    from weakwater.tokenizer import load_tokenizer
+    from weakwater.tokenizer.train import train_tokenizer
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"text": f"{TEXT} {i}"}) + "\n" for i in range(50)))
+    train_tokenizer([corpus], tmp_path / "tok", vocab_size=400)
+    tok = load_tokenizer(tmp_path / "tok")
+    model = Transformer(ModelConfig(vocab_size=tok.vocab_size, dim=32, n_layers=1, n_heads=2, n_kv_heads=1))
+    out = export_hf(save_model(model, tmp_path / "m", tokenizer_dir=tmp_path / "tok"), tmp_path / "hf")
+    hf_tok = transformers.AutoTokenizer.from_pretrained(out)
+    tools = [{"type": "function", "function": {"name": "calc", "parameters": {"type": "object"}}}]
+    record = {  # OpenAI's shape: arguments as a JSON string, null content, tool_call_id
+        "messages": [
+            {"role": "system", "content": "你是助手。"},
+            {"role": "user", "content": "12 * 35?"},
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "calc", "arguments": '{"e":"12*35"}'}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "420"},
+            {"role": "assistant", "content": "420。"},
+        ],
+        "tools": tools,
+    }  # fmt: skip
+    messages = to_messages(record)
+    ids, _ = tokenize_conversation(tok, messages)
+    expected = hf_tok.apply_chat_template(messages, tools=tools, tokenize=False)
+    assert tok.decode(ids) == expected
+    assert hf_tok(expected, add_special_tokens=False)["input_ids"] == ids
+    assert hf_tok.convert_tokens_to_ids("<tool_call>") == tok.token_to_id("<tool_call>")
+
+
 def test_hf_export_dtype_and_merge_lora(tmp_path, make_model_dir):
     model_dir = make_model_dir(tmp_path / "m")
     model = load_model(model_dir)

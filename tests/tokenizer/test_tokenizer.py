@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from weakwater.cli import main
 from weakwater.data.jsonl import DataError
-from weakwater.tokenizer import SPECIAL_TOKENS, Tokenizer, load_tokenizer
+from weakwater.tokenizer import SPECIAL_TOKENS, TOOL_TOKENS, Tokenizer, load_tokenizer
 from weakwater.tokenizer.train import is_heldout, iter_texts, tokenizer_stats, train_tokenizer
 
 LINES = [
@@ -88,6 +88,76 @@ def test_special_tokens_are_single_fixed_ids(tok):
     assert tok.decode(tok.encode("<answer>x</answer>"), skip_special_tokens=True) == "x"
 
 
+def test_tool_tokens_are_single_and_last(tok, reference_dir):
+    last = [tok.vocab_size - 4 + i for i in range(4)]
+    assert [tok.token_to_id(t) for t in TOOL_TOKENS] == last
+    assert [tok.encode(t) for t in TOOL_TOKENS] == [[i] for i in last]
+    assert tok.missing_tool_tokens == () and tok.supports_tools
+    # MiniMind-3's tokenizer has them (its own ids); MiniMind2's has none: they are spelt as several tokens.
+    mm3, mm2 = minimind_dirs(reference_dir)
+    assert load_tokenizer(mm3).missing_tool_tokens == ()
+    assert load_tokenizer(mm2).missing_tool_tokens == TOOL_TOKENS
+    assert len(load_tokenizer(mm2).encode("<tool_call>")) > 1
+
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "calculator",
+            "description": "Evaluate arithmetic",
+            "parameters": {"type": "object", "properties": {"expression": {"type": "string"}}},
+        },
+    }
+]
+CALL = {"type": "function", "function": {"name": "calculator", "arguments": {"expression": "12 * 34"}}}
+TOOL_CHAT = [
+    {"role": "user", "content": "12 * 34?"},
+    {"role": "assistant", "content": "", "tool_calls": [CALL]},
+    {"role": "tool", "content": "408"},
+    {"role": "assistant", "content": "408.", "tool_calls": None},
+]
+
+
+def test_tool_chat_renders_like_qwen(tok):
+    text = tok.render_chat([{"role": "system", "content": "Be brief."}, *TOOL_CHAT], tools=TOOLS)
+    head = "<|im_start|>system\nBe brief.\n\n# Tools\n\nYou may call one or more functions to assist with the user "
+    assert text.startswith(head)
+    assert "<tools>\n" + json.dumps(TOOLS[0], ensure_ascii=False) + "\n</tools>" in text
+    assert text.endswith(
+        "<|im_start|>user\n12 * 34?<|im_end|>\n"
+        '<|im_start|>assistant\n<tool_call>\n{"name": "calculator", "arguments": {"expression": "12 * 34"}}\n'
+        "</tool_call><|im_end|>\n"
+        "<|im_start|>user\n<tool_response>\n408\n</tool_response><|im_end|>\n"
+        "<|im_start|>assistant\n408.<|im_end|>\n"
+    )
+    # MiniMind-3's shape (tools on the system message) renders the same; two results share one user turn.
+    on_system = [{"role": "system", "content": "Be brief.", "tools": TOOLS}, *TOOL_CHAT]
+    assert tok.render_chat(on_system) == text
+    two = [TOOL_CHAT[0], {"role": "assistant", "content": "Sure.", "tool_calls": [CALL, CALL]}]
+    two += [{"role": "tool", "content": "408"}, {"role": "tool", "content": "408"}]
+    rendered = tok.render_chat(two, tools=TOOLS, add_generation_prompt=True)
+    assert "Sure.\n<tool_call>\n" in rendered and "</tool_call>\n<tool_call>\n" in rendered
+    assert rendered.endswith(
+        "<|im_start|>user\n<tool_response>\n408\n</tool_response>\n<tool_response>\n408\n</tool_response>"
+        "<|im_end|>\n<|im_start|>assistant\n"
+    )
+
+
+def test_template_that_cannot_show_tools_is_an_error(tmp_path, tok_dir):
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (tmp_path / name).write_bytes((tok_dir / name).read_bytes())
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    config["chat_template"] = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    plain = load_tokenizer(tmp_path)
+    assert plain.render_chat(MESSAGES[1:2]) == MESSAGES[1]["content"]
+    with pytest.raises(ValueError, match="cannot render tools"):
+        plain.render_chat(MESSAGES[1:2], tools=TOOLS)
+    with pytest.raises(ValueError, match="cannot render tools"):
+        plain.render_chat(TOOL_CHAT)
+
+
 def test_encode_batch_matches_encode(tok):
     assert tok.encode_batch(SAMPLES) == [tok.encode(s) for s in SAMPLES]
 
@@ -105,6 +175,10 @@ def _assert_same_as_transformers(directory):
         for gen in (False, True):
             expected = hf.apply_chat_template(messages, tokenize=False, add_generation_prompt=gen)
             assert ours.render_chat(messages, add_generation_prompt=gen) == expected
+    if ours.supports_tools:  # both MiniMind templates and ours render tools
+        for messages in (TOOL_CHAT, [MESSAGES[0], *TOOL_CHAT], TOOL_CHAT[:2]):
+            expected = hf.apply_chat_template(messages, tools=TOOLS, tokenize=False)
+            assert ours.render_chat(messages, tools=TOOLS) == expected
     for text in SAMPLES:
         assert ours.encode(text) == hf.encode(text, add_special_tokens=False)
 
@@ -187,7 +261,7 @@ def test_heldout_split_is_disjoint(corpus):
 
 def test_stats_counts_tags(tok, corpus):
     stats = tokenizer_stats(tok, [corpus])
-    assert stats["tokens_per_tag"] == dict.fromkeys(SPECIAL_TOKENS, 1)
+    assert stats["tokens_per_tag"] == dict.fromkeys(SPECIAL_TOKENS + TOOL_TOKENS, 1)
     assert stats["chars_per_token"] > 1.0 and stats["bytes_per_token"] > stats["chars_per_token"]
 
 

@@ -45,3 +45,23 @@ def _quiet(monkeypatch):
 
     monkeypatch.setenv("WEAKWATER_NO_PROGRESS", "1")
     torch.set_num_threads(1)
+
+
+@pytest.fixture
+def interrupt_after():
+    """``interrupt_after(trainer, n)``: deliver a SIGINT-equivalent once ``trainer`` has done ``n`` steps."""
+    import signal
+
+    def patch(trainer, stop_at: int):
+        step = trainer._train_step
+
+        def stepping():
+            result = step()
+            if trainer.step >= stop_at:
+                trainer.stop_signal = signal.SIGINT
+            return result
+
+        trainer._train_step = stepping
+        return trainer
+
+    return patch

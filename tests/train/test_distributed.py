@@ -1,5 +1,6 @@
 """torchrun on CPU with gloo: 2 processes x batch b must follow the 1-process x batch 2b trajectory
-(DDP and FSDP2), and a 2-process run must resume from its own (sharded, for FSDP) checkpoints."""
+(DDP and FSDP2), a 2-process run must resume from its own (sharded, for FSDP) checkpoints, and a run
+checkpointed with 2 processes resumes with 1 (and 1 with 2) at the same global batch."""
 
 from __future__ import annotations
 
@@ -28,10 +29,12 @@ COMMON = dict(seq_len=32, lr=3e-3, warmup_steps=2, log_every=1, eval_every=3, ev
 TOLERANCE = 1e-5
 
 
-def launch(shards: Path, out: Path, *extra: str, **env: str) -> subprocess.Popen:
+def launch(shards: Path, out: Path, *extra: str, nproc: int = 2, **env: str) -> subprocess.Popen:
     env = {**os.environ, "WEAKWATER_NO_PROGRESS": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **env}
     args = [f"{k}={json.dumps(v)}" for k, v in COMMON.items()]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(SCRIPT)]
+    cmd = [sys.executable, str(SCRIPT)]
+    if nproc > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), *cmd[1:]]
     return subprocess.Popen(
         [*cmd, str(shards), str(out), "batch_size=8", *args, *extra],
         env=env,
@@ -41,8 +44,8 @@ def launch(shards: Path, out: Path, *extra: str, **env: str) -> subprocess.Popen
     )
 
 
-def torchrun(shards: Path, out: Path, *extra: str) -> None:
-    proc = launch(shards, out, *extra)
+def torchrun(shards: Path, out: Path, *extra: str, nproc: int = 2, **env: str) -> None:
+    proc = launch(shards, out, *extra, nproc=nproc, **env)
     output, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, output[-3000:]
 
@@ -93,7 +96,7 @@ def test_ddp_two_processes_match_one_process_and_resume(shards, tmp_path):
 
     # SIGTERM to torchrun reaches both ranks: they agree to stop, checkpoint once and exit without hanging
     out = tmp_path / "stopped"
-    proc = launch(shards, out, "max_steps=6", "save_every=0", WEAKWATER_TEST_STEP_PAUSE="0.5")
+    proc = launch(shards, out, "max_steps=6", "save_every=0", TINY_STEP_PAUSE="0.5")
     deadline = time.monotonic() + 120
     while not ((out / "metrics.jsonl").exists() and '"loss"' in (out / "metrics.jsonl").read_text()):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-3000:]
@@ -114,7 +117,32 @@ def test_fsdp2_two_processes_match_one_process_and_resume_from_sharded_checkpoin
     single_process(shards, tmp_path / "one", max_steps=4)
     torchrun(shards, tmp_path / "fsdp", "max_steps=4", "save_every=2", "fsdp=true")
     assert_same_trajectory(losses(tmp_path / "one"), losses(tmp_path / "fsdp"))
-    assert (tmp_path / "fsdp" / "checkpoints" / "step_0000002" / "sharded").is_dir()
+    assert list((tmp_path / "fsdp" / "checkpoints" / "step_0000002" / "app").glob("*.distcp"))
     resume_after_dropping_last_checkpoint(
         shards, tmp_path / "fsdp", "step_0000004", "max_steps=4", "save_every=2", "fsdp=true"
     )
+
+
+def trained_samples(log: Path) -> list[int]:
+    """Dataset indices of every training micro-batch in a TINY_SAMPLE_LOG, all ranks."""
+    return [int(i) for line in log.read_text().splitlines() for i in line.split()[1].split(",")]
+
+
+@pytest.mark.slow
+def test_resume_on_another_process_count_at_the_same_global_batch(shards, tmp_path):
+    # warmup covers the first 3 steps, so their learning rate does not depend on max_steps (3, then 6)
+    steps = ("warmup_steps=3", "save_every=0")
+    torchrun(shards, tmp_path / "ref", "max_steps=6", "batch_size=16", *steps, nproc=1,
+             TINY_SAMPLE_LOG=str(tmp_path / "ref.log"))  # fmt: skip
+    reference, expected = losses(tmp_path / "ref"), sorted(trained_samples(tmp_path / "ref.log"))
+    assert len(expected) == len(set(expected)) == 6 * 16
+    for before, after in ((2, 1), (1, 2)):
+        out, log = tmp_path / f"{before}to{after}", str(tmp_path / f"{before}to{after}.log")
+        torchrun(shards, out, "max_steps=3", f"batch_size={16 // before}", *steps, nproc=before, TINY_SAMPLE_LOG=log)
+        torchrun(shards, out, "max_steps=6", f"batch_size={16 // after}", *steps, "resume=true", nproc=after,
+                 TINY_SAMPLE_LOG=log)  # fmt: skip
+        seen = trained_samples(Path(log))
+        assert sorted(seen) == expected, "a sample of the epoch was trained twice or skipped"
+        assert_same_trajectory(reference, losses(out))
+        changes = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "changes" in r]
+        assert f"processes: {before} -> {after} at the same global batch 16" in changes[-1]["changes"]

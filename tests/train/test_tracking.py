@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -75,14 +76,18 @@ def tensorboard_scalars(out: Path) -> dict[tuple[str, int], float]:
 def wandb_scalars(out: Path) -> dict[tuple[str, int], float]:
     from wandb.proto import wandb_internal_pb2
 
-    (path,) = out.glob("wandb/offline-run-*/run-*.wandb")
-    found = {}
-    for payload in leveldb_log_records(path):
-        record = wandb_internal_pb2.Record()
-        record.ParseFromString(payload)
-        if record.WhichOneof("record_type") == "history":
-            for item in record.history.item:
-                found[(item.key or "/".join(item.nested_key), record.history.step.num)] = json.loads(item.value_json)
+    found: dict[tuple[str, int], float] = {}
+    deadline = time.monotonic() + 30
+    while not found and time.monotonic() < deadline:  # wandb's service process may still be flushing the file
+        for path in out.glob("wandb/offline-run-*/run-*.wandb"):
+            for payload in leveldb_log_records(path):
+                record = wandb_internal_pb2.Record()
+                record.ParseFromString(payload)
+                if record.WhichOneof("record_type") == "history":
+                    step = record.history.step.num
+                    for item in record.history.item:
+                        found[(item.key or "/".join(item.nested_key), step)] = json.loads(item.value_json)
+        time.sleep(0 if found else 1)
     return found
 
 

@@ -53,6 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     decode = _decode_module()
     if decode is not None:
         decode.register(bench_sub)
+    importlib.import_module("weakwater.bench.rl").register(bench_sub)
 
     every = bench_sub.add_parser(
         "all",

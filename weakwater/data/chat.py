@@ -1,9 +1,10 @@
 """Conversations: validation and converters from the chat formats users bring.
 
 Everything downstream (SFT, distillation, DPO) works on one shape: a list of
-``{"role": "system"|"user"|"assistant", "content": str}`` dicts with an optional leading
-system message, then alternating user/assistant turns ending in an assistant turn. Input
-formats accepted (auto-detected per line):
+``{"role": "system"|"user"|"assistant"|"tool", "content": str}`` dicts with an optional leading
+system message, then a user turn, assistant turns answering it and ending the conversation.
+Tool use (see "Tools" below) adds ``tools`` to the leading system message, ``tool_calls`` to
+assistant turns and ``tool`` turns with the results. Input formats accepted (auto-detected per line):
 
 - MiniMind ``{"conversations": [{"role", "content"}, ...]}`` (also ``"messages"``); MiniMind-3's
   ``reasoning_content`` on assistant turns becomes a ``<think>\\n...\\n</think>\\n`` prefix;
@@ -11,8 +12,18 @@ formats accepted (auto-detected per line):
 - Alpaca ``{"instruction", "input", "output"}`` (optional ``system`` and ``history`` pairs);
 - question/answer CSV (e.g. Chinese medical dialogue data: ``ask``/``answer`` columns).
 
-A malformed conversation raises :class:`ConversationError` naming the offending field; callers add
-the file and line (see :func:`read_conversations`).
+Tools, in both shapes users bring: OpenAI's (a record-level ``tools`` list of function schemas; assistant
+``tool_calls`` ``[{"id", "type": "function", "function": {"name", "arguments": "<JSON string>"}}]``; ``tool``
+turns with ``tool_call_id``) and MiniMind-3's (``tools`` on the system message as a list or a JSON string,
+``tool_calls`` a JSON string of ``[{"name", "arguments": {...}}]``). Both become one normal form: the tools
+(``{"type": "function", "function": {...}}`` each) on the leading system message (one with empty content is
+added when there is none; the template then writes only the tools), and each call
+``{"type": "function", "function": {"name", "arguments": {...}}}`` (plus its ``id`` if given) with the arguments
+parsed, so every call renders as the same canonical JSON whatever spacing the data had.
+
+A malformed conversation raises :class:`ConversationError` naming the offending field (an unknown tool name,
+arguments that are not a JSON object, a tool turn with no call before it, ...); callers add the file and line
+(see :func:`read_conversations`).
 """
 
 from __future__ import annotations
@@ -25,9 +36,9 @@ from typing import Any
 
 from weakwater.data.jsonl import DataError, SkipCounter, read_jsonl
 
-Message = dict[str, str]
+Message = dict[str, Any]
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
 SHAREGPT_ROLES = {
     "system": "system",
     "human": "user",
@@ -67,19 +78,89 @@ def _turns(turns: Any, key: str) -> list[tuple[str, dict]]:
     return [(f"{key}[{i}]", turn) for i, turn in enumerate(turns)]
 
 
+def _json_field(value: Any, field: str, kinds: tuple[type, ...], what: str) -> Any:
+    """``value``, or the JSON it holds when it is a string (MiniMind-3 stores tools and calls as JSON text)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as e:
+            raise ConversationError(field, f"not valid JSON ({e.msg} at char {e.pos})", "invalid_json_field") from e
+    if not isinstance(value, kinds):
+        raise ConversationError(field, f"expected {what}, got {type(value).__name__}", "wrong_type")
+    return value
+
+
+def normalize_tools(value: Any, field: str = "tools") -> list[dict[str, Any]]:
+    """Function schemas as ``{"type": "function", "function": {"name", ...}}`` (a bare ``{"name", ...}`` is wrapped)."""
+    tools = []
+    for i, tool in enumerate(_json_field(value, field, (list,), "a list of tools")):
+        where = f"{field}[{i}]"
+        if not isinstance(tool, dict):
+            raise ConversationError(where, f"expected an object, got {type(tool).__name__}", "wrong_type")
+        function = tool.get("function", tool) if tool.get("type", "function") == "function" else None
+        if not isinstance(function, dict):
+            raise ConversationError(where, 'expected {"type": "function", "function": {...}}', "wrong_type")
+        name = function.get("name")
+        if not isinstance(name, str) or not name:
+            raise ConversationError(f"{where}.function.name", "missing or not a string", "missing_field")
+        tools.append({"type": "function", "function": function})
+    return tools
+
+
+def normalize_tool_calls(value: Any, field: str) -> list[dict[str, Any]]:
+    """Calls as ``{"type": "function", "function": {"name", "arguments": {...}}}`` (+ ``id``), arguments parsed."""
+    calls = []
+    for i, call in enumerate(_json_field(value, field, (list,), "a list of tool calls")):
+        where = f"{field}[{i}]"
+        if not isinstance(call, dict):
+            raise ConversationError(where, f"expected an object, got {type(call).__name__}", "wrong_type")
+        function = call["function"] if isinstance(call.get("function"), dict) else call
+        fwhere = f"{where}.function" if function is not call else where
+        name = function.get("name")
+        if not isinstance(name, str) or not name:
+            raise ConversationError(f"{fwhere}.name", "missing or not a string", "missing_field")
+        arguments = function.get("arguments", {})
+        arguments = _json_field(arguments, f"{fwhere}.arguments", (dict,), "a JSON object of arguments")
+        out: dict[str, Any] = {"type": "function", "function": {"name": name, "arguments": arguments}}
+        if call.get("id") is not None:
+            out = {"id": _text(call["id"], f"{where}.id"), **out}
+        calls.append(out)
+    return calls
+
+
 def _from_role_content(turns: Any, key: str) -> list[Message]:
-    """MiniMind / OpenAI style turns; ``reasoning_content`` folds into think tags."""
-    out = []
+    """MiniMind / OpenAI style turns (tools, calls and tool turns included); ``reasoning_content`` folds into
+    think tags."""
+    out: list[Message] = []
     for where, turn in _turns(turns, key):
         if "role" not in turn:
             raise ConversationError(f"{where}.role", "missing", "missing_field")
         role = _text(turn["role"], f"{where}.role")
-        content = _text(turn.get("content", ""), f"{where}.content")
+        content = turn.get("content", "")
+        # An assistant turn that only calls tools has null content in OpenAI's format.
+        content = "" if content is None and role == "assistant" else _text(content, f"{where}.content")
         reasoning = turn.get("reasoning_content")
         if reasoning and role == "assistant":
             content = f"<think>\n{_text(reasoning, f'{where}.reasoning_content').strip()}\n</think>\n{content}"
-        out.append({"role": role, "content": content})
+        message: Message = {"role": role, "content": content}
+        if turn.get("tools") and role == "system":
+            message["tools"] = normalize_tools(turn["tools"], f"{where}.tools")
+        if turn.get("tool_calls") and role == "assistant":
+            message["tool_calls"] = normalize_tool_calls(turn["tool_calls"], f"{where}.tool_calls")
+        if role == "tool" and turn.get("tool_call_id") is not None:
+            message["tool_call_id"] = _text(turn["tool_call_id"], f"{where}.tool_call_id")
+        out.append(message)
     return out
+
+
+def attach_tools(messages: list[Message], tools: list[dict[str, Any]] | None) -> list[Message]:
+    """The normal form: record-level ``tools`` (OpenAI's shape) go on the leading system message, which is
+    added with empty content when the conversation has none."""
+    if not tools:
+        return messages
+    if messages and messages[0]["role"] == "system":
+        return [{**messages[0], "tools": messages[0].get("tools", []) + tools}, *messages[1:]]
+    return [{"role": "system", "content": "", "tools": tools}, *messages]
 
 
 def _from_sharegpt(turns: Any, key: str) -> list[Message]:
@@ -133,12 +214,16 @@ def detect_format(record: dict[str, Any]) -> str:
     )
 
 
-def to_messages(record: Any, fmt: str = "auto") -> list[Message]:
-    """Convert one record of any supported format and validate it (see :func:`validate`)."""
+def to_messages(record: Any, fmt: str = "auto", prompt: bool = False) -> list[Message]:
+    """Convert one record of any supported format and validate it (see :func:`validate`).
+
+    ``prompt``: the conversation is a prompt to answer (it need not end with an assistant turn).
+    """
     if not isinstance(record, dict):
         raise ConversationError("<line>", f"expected a JSON object, got {type(record).__name__}", "not_object")
     fmt = detect_format(record) if fmt == "auto" else fmt
     key = "messages" if "messages" in record and "conversations" not in record else "conversations"
+    tools = normalize_tools(record["tools"]) if record.get("tools") else None
     if fmt == "messages":
         messages = _from_role_content(record.get(key), key)
     elif fmt == "sharegpt":
@@ -147,43 +232,106 @@ def to_messages(record: Any, fmt: str = "auto") -> list[Message]:
         messages = _from_alpaca(record)
     else:
         raise ValueError(f"unknown chat format {fmt!r}; choose auto, messages, sharegpt or alpaca")
-    return validate(messages, key if fmt != "alpaca" else "output")
+    messages = validate(messages, key if fmt != "alpaca" else "output", prompt=prompt, tools=tools)
+    return attach_tools(messages, tools)
 
 
-def validate(messages: list[Message], key: str = "conversations") -> list[Message]:
+def validate(
+    messages: list[Message], key: str = "conversations", prompt: bool = False, tools: list[dict] | None = None
+) -> list[Message]:
     """Check roles and turn order; returns the messages with trailing non-assistant turns dropped.
 
-    Rules: roles in ``ROLES``; at most one system message, first; then user/assistant strictly
-    alternating starting with user; at least one non-empty assistant turn. Consecutive same-role
+    Rules: roles in ``ROLES``; at most one system message, first; then a user turn; after a user turn an
+    assistant turn; after an assistant turn a user turn or another assistant turn (MiniMind-3's data has
+    some), and after one that calls tools the ``tool`` turns answering its calls, then an assistant turn.
+    A call must name a tool the conversation declares; a tool turn's ``tool_call_id``, when both sides
+    have ids, must name one of the calls. At least one assistant turn with text or calls. Consecutive user
     turns are rejected rather than merged: merging would invent a turn boundary the data never had.
+
+    ``prompt``: a conversation to be answered; it keeps its trailing turns and needs no assistant turn.
+    ``tools``: the conversation's tools when they are not (yet) on its system message.
     """
     if not messages:
         raise ConversationError(key, "empty conversation", "empty_conversation")
-    expected = "user"
+    tools = (tools or []) + (messages[0].get("tools") or [] if messages[0]["role"] == "system" else [])
+    names = {t["function"]["name"] for t in tools}
+    expected: tuple[str, ...] = ("user",)
+    pending: list[dict[str, Any]] = []  # calls of the last assistant turn not yet answered by a tool turn
     for i, msg in enumerate(messages):
-        role = msg["role"]
+        role, where = msg["role"], f"{key}[{i}]"
         if role not in ROLES:
             raise ConversationError(
-                f"{key}[{i}].role", f"unknown role {role!r} (expected one of {', '.join(ROLES)})", "unknown_role"
+                f"{where}.role", f"unknown role {role!r} (expected one of {', '.join(ROLES)})", "unknown_role"
             )
         if role == "system":
             if i != 0:
-                raise ConversationError(f"{key}[{i}].role", "system message must come first", "turn_order")
+                raise ConversationError(f"{where}.role", "system message must come first", "turn_order")
             continue
-        if role != expected:
+        if role == "tool" and "tool" not in expected:
+            raise ConversationError(
+                f"{where}.role", "tool turn with no assistant tool call before it", "tool_without_call"
+            )
+        if role not in expected:
             same = i > 0 and messages[i - 1]["role"] == role
             what = "consecutive same-role turns" if same else "turn order"
+            if "tool" in expected:
+                what = f"{len(pending)} tool call(s) of {key}[{i - 1}] not answered"
             raise ConversationError(
-                f"{key}[{i}].role",
-                f"{what}: expected {expected!r}, got {role!r}",
+                f"{where}.role",
+                f"{what}: expected {' or '.join(map(repr, expected))}, got {role!r}",
                 "same_role_turns" if same else "turn_order",
             )
-        expected = "assistant" if role == "user" else "user"
+        if role == "assistant":
+            for j, call in enumerate(msg.get("tool_calls") or []):
+                name = call["function"]["name"]
+                if name not in names:
+                    known = f"the tools are {', '.join(sorted(names))}" if names else "the conversation declares none"
+                    raise ConversationError(
+                        f"{where}.tool_calls[{j}].function.name", f"unknown tool {name!r} ({known})", "unknown_tool"
+                    )
+            pending = list(msg.get("tool_calls") or [])
+        elif role == "tool":
+            ids = [c["id"] for c in pending if "id" in c]
+            call_id = msg.get("tool_call_id")
+            if call_id is not None and ids and call_id not in ids:
+                raise ConversationError(
+                    f"{where}.tool_call_id", f"{call_id!r} names none of the pending calls {ids}", "unknown_tool_call"
+                )
+            pending.remove(next((c for c in pending if c.get("id") == call_id), pending[0]))
+        if role == "user":
+            expected = ("assistant",)
+        elif pending:
+            expected = ("tool",)
+        else:
+            expected = ("assistant",) if role == "tool" else ("user", "assistant")
+    if prompt:
+        return messages
     while messages and messages[-1]["role"] != "assistant":
         messages = messages[:-1]
-    if not any(m["role"] == "assistant" and m["content"].strip() for m in messages):
+    if not any(m["role"] == "assistant" and (m["content"].strip() or m.get("tool_calls")) for m in messages):
         raise ConversationError(key, "no non-empty assistant turn", "no_assistant_turn")
     return messages
+
+
+def prompt_record(record: Any) -> tuple[list[Message], Any]:
+    """An RL prompt row: (the conversation to answer, its ``gt`` field or None).
+
+    MiniMind's RL files (``rlaif.jsonl``, MiniMind-3's ``agent_rl.jsonl`` / ``agent_rl_math.jsonl``) store each
+    prompt as a conversation whose last turn is a placeholder assistant reply (``"空"``, or empty), which their
+    trainers drop; so do we. ``agent_rl`` rows carry the tools on the system message and the expected values in
+    ``gt``.
+    """
+    if not isinstance(record, dict):
+        raise ConversationError("<line>", f"expected a JSON object, got {type(record).__name__}", "not_object")
+    key = "messages" if "messages" in record and "conversations" not in record else "conversations"
+    tools = normalize_tools(record["tools"]) if record.get("tools") else None
+    messages = _from_role_content(record.get(key), key)
+    if messages and messages[-1]["role"] == "assistant":
+        messages = messages[:-1]
+    messages = validate(messages, key, prompt=True, tools=tools)
+    if messages[-1]["role"] not in ("user", "tool"):
+        raise ConversationError(key, "a prompt must end with a user or tool turn", "turn_order")
+    return attach_tools(messages, tools), record.get("gt")
 
 
 def read_conversations(

@@ -75,11 +75,16 @@ class BatchLoader:
         return batch
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed, "global_batch": self.global_batch}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        """Continue exactly at the next batch not yet seen when ``state`` was saved."""
+        """Continue at the next batch not yet seen when ``state`` was saved.
+
+        The order depends only on ``(seed, epoch)``, so any process count with the same global batch
+        continues exactly. With another global batch the position is converted through the number of
+        samples already taken (rounded down: at most one new batch's worth is seen again)."""
         self.seed = int(state["seed"])
         self.epoch = int(state["epoch"])
-        self.position = int(state["position"])
+        saved_global = int(state.get("global_batch", self.global_batch))
+        self.position = int(state["position"]) * saved_global // self.global_batch
         self._order = None

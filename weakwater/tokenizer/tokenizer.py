@@ -28,13 +28,72 @@ SPECIAL_TOKENS: tuple[str, ...] = (
     "</answer>",
 )
 
-# ChatML, no default system prompt: exactly what SFT trains on and what inference renders.
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
+# Tool-calling tags (Qwen's and MiniMind-3's), single special tokens that take the LAST ids of a tokenizer we
+# train: BPE learns ``vocab_size - 4`` tokens and these are appended, so every id below them is the same as in a
+# tokenizer trained without them (a merge learnt last is the only difference) and the vocabulary keeps its size.
+TOOL_TOKENS: tuple[str, ...] = ("<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>")
+
+# ChatML without a default system prompt, plus tools rendered the way Qwen2.5/Qwen3 and MiniMind-3 render them.
+# Without tools it is byte-identical to plain ChatML. ``tools`` come from the ``tools=`` argument or, MiniMind-3's
+# shape, from a leading system message's ``tools`` key; they open the conversation inside the system turn
+# (after the system prompt, if any). An assistant turn writes its content, then each call as
+# ``<tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call>``; consecutive ``tool`` messages share one
+# user turn, each result inside ``<tool_response>\n...\n</tool_response>``. What SFT supervises is unchanged:
+# everything between ``<|im_start|>assistant\n`` and ``<|im_end|>`` (text and calls), never tool results.
+CHAT_TEMPLATE = """\
+{%- if not tools and messages and messages[0].role == 'system' and messages[0].tools %}
+{%- set tools = messages[0].tools %}
+{%- endif %}
+{%- if tools %}
+{{- '<|im_start|>system\\n' }}
+{%- if messages and messages[0].role == 'system' and messages[0].content %}
+{{- messages[0].content + '\\n\\n' }}
+{%- endif %}
+{{- '# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\n' }}
+{{- 'You are provided with function signatures within <tools></tools> XML tags:\\n<tools>' }}
+{%- for tool in tools %}
+{{- '\\n' }}{{- tool | tojson }}
+{%- endfor %}
+{{- '\\n</tools>\\n\\nFor each function call, return a json object with function name and arguments within ' }}
+{{- '<tool_call></tool_call> XML tags:\\n<tool_call>\\n{"name": <function-name>, "arguments": <args-json-object>}' }}
+{{- '\\n</tool_call><|im_end|>\\n' }}
+{%- endif %}
+{%- for message in messages %}
+{%- if message.role == 'system' and loop.first and tools %}
+{%- elif message.role == 'assistant' %}
+{{- '<|im_start|>assistant\\n' + (message.content or '') }}
+{%- for tc in message.tool_calls or [] %}
+{%- if tc.function %}
+{%- set tc = tc.function %}
+{%- endif %}
+{%- if message.content or not loop.first %}
+{{- '\\n' }}
+{%- endif %}
+{{- '<tool_call>\\n{"name": "' + tc.name + '", "arguments": ' }}
+{%- if tc.arguments is string %}
+{{- tc.arguments }}
+{%- else %}
+{{- tc.arguments | tojson }}
+{%- endif %}
+{{- '}\\n</tool_call>' }}
+{%- endfor %}
+{{- '<|im_end|>\\n' }}
+{%- elif message.role == 'tool' %}
+{%- if loop.first or messages[loop.index0 - 1].role != 'tool' %}
+{{- '<|im_start|>user' }}
+{%- endif %}
+{{- '\\n<tool_response>\\n' + message.content + '\\n</tool_response>' }}
+{%- if loop.last or messages[loop.index0 + 1].role != 'tool' %}
+{{- '<|im_end|>\\n' }}
+{%- endif %}
+{%- else %}
+{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}
+{%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+{{- '<|im_start|>assistant\\n' }}
+{%- endif %}
+"""
 
 _REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
 
@@ -106,25 +165,51 @@ class Tokenizer:
                 out[key] = value
         return out
 
-    def render_chat(self, messages: list[dict], add_generation_prompt: bool = False, **kwargs: Any) -> str:
+    @property
+    def missing_tool_tokens(self) -> tuple[str, ...]:
+        """Tool tags that are not single tokens here (MiniMind2's tokenizer has none): they still work as text,
+        each spelt with several ordinary tokens, which a model must learn as a sequence."""
+        return tuple(t for t in TOOL_TOKENS if self.token_to_id(t) is None)
+
+    @property
+    def supports_tools(self) -> bool:
+        """Whether the chat template renders ``tools``, assistant ``tool_calls`` and ``tool`` turns."""
+        return self.chat_template is not None and all(
+            word in self.chat_template for word in ("tools", "tool_calls", "tool")
+        )
+
+    def render_chat(
+        self, messages: list[dict], add_generation_prompt: bool = False, tools: list[dict] | None = None, **kwargs: Any
+    ) -> str:
         """Render ``messages`` with this directory's chat template, like ``apply_chat_template(tokenize=False)``.
 
-        Extra keyword arguments (e.g. ``enable_thinking``) are passed to the template as transformers does.
+        ``tools`` (OpenAI function schemas) are passed to the template as transformers passes them; extra keyword
+        arguments (e.g. ``enable_thinking``) too. A conversation with tools, tool calls or tool turns on a template
+        that cannot show them is an error rather than a prompt with the tools silently left out.
         """
         if self.chat_template is None:
             raise ValueError(f"tokenizer in {self.dir} has no chat_template")
         chat = []
+        uses_tools = bool(tools)
         for i, message in enumerate(messages):
             if not isinstance(message, dict):
                 raise ValueError(f"message {i} must be a dict with 'role' and 'content', got {type(message).__name__}")
             message = {k: v for k, v in message.items() if v is not None}
+            uses_tools = (
+                uses_tools or bool(message.get("tools") or message.get("tool_calls")) or message.get("role") == "tool"
+            )
             reasoning = next((message[k] for k in _REASONING_FIELDS if message.get(k) is not None), None)
             if reasoning is not None:  # transformers aliases older reasoning field names the same way
                 message = {"thinking": reasoning, **message, "reasoning_content": reasoning}
             chat.append(message)
+        if uses_tools and not self.supports_tools:
+            raise ValueError(
+                f"the chat template of {self.dir} cannot render tools, tool calls or tool turns (a tokenizer trained "
+                "before tool support, or a plain ChatML one): train a new tokenizer, or use one whose template does"
+            )
         variables = {**self.special_tokens_map(), **kwargs}
         return _compile(self.chat_template).render(
-            messages=chat, tools=None, documents=None, add_generation_prompt=add_generation_prompt, **variables
+            messages=chat, tools=tools or None, documents=None, add_generation_prompt=add_generation_prompt, **variables
         )
 
 

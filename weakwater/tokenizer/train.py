@@ -20,7 +20,7 @@ from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from weakwater.data.jsonl import DataError, SkipCounter, iter_raw_lines, parse_line, record_text
 from weakwater.tokenizer.pretokenize import pre_tokenizer
-from weakwater.tokenizer.tokenizer import CHAT_TEMPLATE, SPECIAL_TOKENS, Tokenizer
+from weakwater.tokenizer.tokenizer import CHAT_TEMPLATE, SPECIAL_TOKENS, TOOL_TOKENS, Tokenizer
 
 DEFAULT_MAX_BYTES = 32 * 1024 * 1024
 _SCALE = 1_000_000
@@ -74,16 +74,17 @@ def iter_texts(
                     return
 
 
-def tokenizer_config(model_max_length: int = 32768) -> dict[str, Any]:
+def tokenizer_config(model_max_length: int = 32768, tool_ids: dict[str, int] | None = None) -> dict[str, Any]:
     """``tokenizer_config.json`` so ``AutoTokenizer.from_pretrained`` loads our dir with our chat template.
 
     eos_token is ``<|im_end|>`` (the chat stop token, what HF ``generate`` should stop on, as in MiniMind);
-    ``<|endoftext|>`` separates pretraining documents and pads.
+    ``<|endoftext|>`` separates pretraining documents and pads. ``tool_ids``: the ids the tool tags got.
     """
+    specials = {**{t: i for i, t in enumerate(SPECIAL_TOKENS)}, **(tool_ids or {})}
     added = {
         str(i): {"content": t, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False,
                  "special": True}
-        for i, t in enumerate(SPECIAL_TOKENS)
+        for t, i in specials.items()
     }  # fmt: skip
     return {
         "tokenizer_class": "PreTrainedTokenizerFast",
@@ -95,7 +96,7 @@ def tokenizer_config(model_max_length: int = 32768) -> dict[str, Any]:
         "eos_token": "<|im_end|>",
         "pad_token": "<|endoftext|>",
         "unk_token": "<|endoftext|>",
-        "additional_special_tokens": list(SPECIAL_TOKENS[3:]),
+        "additional_special_tokens": [t for t in specials if t not in SPECIAL_TOKENS[:3]],
         "clean_up_tokenization_spaces": False,
         "model_max_length": model_max_length,
         "chat_template": CHAT_TEMPLATE,
@@ -114,15 +115,17 @@ def train_tokenizer(
 ) -> dict[str, Any]:
     """Train byte-level BPE on (a sample of) ``data`` and write ``tokenizer.json`` + ``tokenizer_config.json``.
 
-    Special tokens get ids 0..6 in ``SPECIAL_TOKENS`` order and are always single tokens. Returns a summary.
+    Special tokens get ids 0..6 in ``SPECIAL_TOKENS`` order, the tool tags (``TOOL_TOKENS``) the last 4 ids;
+    all are always single tokens. Returns a summary.
     """
-    if vocab_size < len(SPECIAL_TOKENS) + 256:
-        raise ValueError(f"vocab_size must be at least {len(SPECIAL_TOKENS) + 256} (specials + 256 bytes)")
+    reserved = len(SPECIAL_TOKENS) + len(TOOL_TOKENS)
+    if vocab_size < reserved + 256:
+        raise ValueError(f"vocab_size must be at least {reserved + 256} (special tokens + 256 bytes)")
     tok = _HFTokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizer()
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
+        vocab_size=vocab_size - len(TOOL_TOKENS),
         min_frequency=min_frequency,
         special_tokens=list(SPECIAL_TOKENS),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
@@ -143,11 +146,13 @@ def train_tokenizer(
     for i, special in enumerate(SPECIAL_TOKENS):
         if tok.token_to_id(special) != i:
             raise RuntimeError(f"special token {special} got id {tok.token_to_id(special)}, expected {i}")
+    tok.add_special_tokens(list(TOOL_TOKENS))
+    tool_ids = {t: tok.token_to_id(t) for t in TOOL_TOKENS}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tok.save(str(out / "tokenizer.json"))
     (out / "tokenizer_config.json").write_text(
-        json.dumps(tokenizer_config(), ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
+        json.dumps(tokenizer_config(tool_ids=tool_ids), ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
     )
     return {
         "out": str(out),
@@ -185,7 +190,7 @@ def tokenizer_stats(
     flush()
     if tokens == 0:
         raise DataError(f"no usable text in {', '.join(map(str, data))}", "no_data")
-    tags = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>", "<answer>", "</answer>")
+    tags = SPECIAL_TOKENS + TOOL_TOKENS
     return {
         "tokenizer": str(tokenizer.dir),
         "vocab_size": tokenizer.vocab_size,

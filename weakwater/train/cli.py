@@ -105,7 +105,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Every training stage's command, in pipeline order."""
     from weakwater.train.stages.distill import DistillConfig, DistillStage
     from weakwater.train.stages.dpo import DPOConfig, DPOStage
+    from weakwater.train.stages.online_dpo import OnlineDPOConfig, OnlineDPOStage
     from weakwater.train.stages.pretrain import PretrainStage
+    from weakwater.train.stages.rl import RLConfig, RLStage
     from weakwater.train.stages.sft import SFTConfig, SFTStage
 
     add_stage_command(
@@ -130,11 +132,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_stage_command(
         sub,
         "distill",
-        "reasoning distillation on R1-format chats (<think>/<answer> tags up-weighted)",
+        "distillation: trace (SFT on R1-format chats, tags up-weighted), plus logit KD with --teacher DIR",
         DistillConfig,
         DistillStage,
-        description="SFT on R1 answers (<think>...</think><answer>...</answer>) with --tag-weight on the tag "
-        "tokens at assistant positions. " + OUTPUTS,
+        description="Trace distillation: SFT on R1 answers (<think>...</think><answer>...</answer>) with "
+        "--tag-weight on the tag tokens at assistant positions. Logit (white-box) distillation: add --teacher DIR "
+        "(same tokenizer) and each token's loss becomes kd_alpha * tau^2 * KL(teacher || student at temperature "
+        "--kd-temperature) + (1 - kd_alpha) * CE. " + OUTPUTS,
     )
     add_stage_command(
         sub,
@@ -144,4 +148,25 @@ def register(sub: argparse._SubParsersAction) -> None:
         DPOStage,
         description="DPO/IPO/SimPO on {chosen: [...], rejected: [...]} JSONL; the reference is --init "
         "(adapters disabled under LoRA; --precompute-ref stores its log-probs once). " + OUTPUTS,
+    )
+    add_stage_command(
+        sub,
+        "rl",
+        "RL on verifiable rewards: GRPO, Dr. GRPO, DAPO-style options (the policy generates its own batches)",
+        RLConfig,
+        RLStage,
+        description="Samples --group-size replies per prompt with the live weights, scores them with --reward "
+        "(math, format, length, repetition or your MODULE:FN), and trains on group-normalised advantages with "
+        "the PPO-clipped objective; KL to the --init model with --beta. Prompts: MiniMind {conversations}, "
+        "{prompt, answer} or GSM8K JSONL. Held-out greedy accuracy on --val-data every --eval-every steps; "
+        "reward.png in --out. " + OUTPUTS,
+    )
+    add_stage_command(
+        sub,
+        "online-dpo",
+        "online DPO: the policy samples replies, the reward functions pick chosen/rejected",
+        OnlineDPOConfig,
+        OnlineDPOStage,
+        description="Per prompt, --group-size sampled replies are scored with --reward; the best and the worst "
+        "form a DPO pair (sigmoid, IPO or SimPO loss; reference = the --init model). " + OUTPUTS,
     )

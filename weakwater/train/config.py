@@ -40,6 +40,12 @@ class TrainConfig:
     max_steps: int = field(default=0, metadata={"help": "optimizer steps to run (0: derive from --epochs)"})
     epochs: float = field(default=1.0, metadata={"help": "passes over the training data when --max-steps is 0"})
     resume: bool = field(default=False, metadata={"help": "continue the run in --out from its latest checkpoint"})
+    allow_config_change: bool = field(
+        default=False,
+        metadata={
+            "help": "with --resume: continue even though settings that change the run differ from the checkpoint's"
+        },
+    )
     device: str = field(default="auto", metadata={"help": DEVICE_HELP})
     seed: int = field(default=1337, metadata={"help": "seed for init, data order and dropout"})
     batch_size: int = field(default=16, metadata={"help": "sequences per micro-batch per device"})

@@ -73,3 +73,27 @@ def preference_loss(
     else:
         raise ValueError(f"unknown DPO loss {kind!r}; choose one of {', '.join(DPO_LOSSES)}")
     return PreferenceOutput(losses, (beta * chosen_ratio).detach(), (beta * rejected_ratio).detach())
+
+
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    weights: torch.Tensor,
+    temperature: float = 1.0,
+    alpha: float = 0.5,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """White-box distillation (Hinton et al. 2015): per scored token,
+    ``alpha * tau^2 * KL(teacher_tau || student_tau) - (1 - alpha) * log p(label)``, where ``_tau`` is the
+    softmax at temperature tau (tau^2 keeps the soft term's gradient scale independent of tau). Returns
+    (sum of weight * loss, sum of weights) like :func:`weighted_token_nll`; the KL term is 0 when the
+    teacher's logits equal the student's."""
+    nll, count = weighted_token_nll(student_logits, labels, weights)
+    mask = (labels != IGNORE_INDEX).flatten()
+    s = student_logits.flatten(0, 1)[mask].float()
+    t = teacher_logits.flatten(0, 1)[mask].float()
+    w = weights.flatten()[mask].to(torch.float32)
+    log_s = torch.log_softmax(s / temperature, dim=-1)
+    log_t = torch.log_softmax(t / temperature, dim=-1)
+    kl = (log_t.exp() * (log_t - log_s)).sum(-1) * temperature**2
+    return alpha * (kl * w).sum() + (1 - alpha) * nll, count

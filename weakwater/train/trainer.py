@@ -1,9 +1,11 @@
-"""The one training engine. Stages supply data, a collator and a loss; everything else lives here.
+"""The one training engine. Stages supply data, batches and a loss (:mod:`weakwater.train.stage`);
+everything else lives here.
 
 Read top to bottom: ``Trainer.__init__`` resolves device, precision, tokenizer, model, data and
-optimizer and validates them all before any step runs; ``fit`` is the loop; ``_train_step`` is one
-optimizer step over ``grad_accum`` micro-batches; then evaluation, checkpoints, resume and the fault
-handling (signals, NaN/Inf steps, rollback, loss spikes).
+optimizer (through :mod:`weakwater.train.build`) and validates them all before any step runs; ``fit`` is
+the loop; ``_train_step`` is one optimizer step over ``grad_accum`` micro-batches; then evaluation, the
+run state that checkpoints hold (``state_dict``; writing, resume and rollback are
+:mod:`weakwater.train.checkpoint`'s) and the fault handling (signals, NaN/Inf steps, loss spikes).
 
 Design choices worth knowing:
 
@@ -16,38 +18,36 @@ Design choices worth knowing:
 * The loss is read on the host every ``log_every`` steps only. One scalar *is* read every step: the
   "are loss and gradients finite" flag that decides whether the optimizer may step (GradScaler does
   the same); skipping a poisoned update cannot be decided later. Under FSDP the gradient scale is
-  also read (DTensor gradients take a Python scalar).
-* Checkpoints carry the full state (model, optimizer, schedule, scaler, RNG of every rank, data
-  position), so a resumed run on CPU in fp32 is bitwise identical to an uninterrupted one.
+  also read (DTensor gradients take a Python scalar). Stage metrics stay on the device too.
+* Checkpoints carry the full state (model, optimizer, schedule, scaler, RNG streams of every rank, data
+  position, stage state), so a resumed run on CPU in fp32 is bitwise identical to an uninterrupted one,
+  and a run resumes on another process count at the same global batch.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
-import random
 import signal
 import sys
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
 from weakwater.config import save_resolved, to_dict
 from weakwater.data.loader import BatchLoader
 from weakwater.device import pick_device, pick_dtype
-from weakwater.model.config import ModelConfig, preset
-from weakwater.model.io import CONFIG_FILE, FORMAT, WEIGHTS_FILE, file_sha256, save_model, weights_state_dict
-from weakwater.model.llama import Transformer
+from weakwater.model.config import ModelConfig
+from weakwater.model.io import save_model
+from weakwater.train import build, checkpoint
 from weakwater.train import distributed as wwdist
-from weakwater.train.checkpoint import CheckpointManager, test_pause
-from weakwater.train.config import INIT_OVERRIDABLE, ConfigError, TrainConfig
+from weakwater.train.checkpoint import CheckpointManager
+from weakwater.train.config import ConfigError, TrainConfig
 from weakwater.train.stage import (
     Stage,
     StageContext,
@@ -59,15 +59,6 @@ from weakwater.train.stage import (
     stage_state,
 )
 from weakwater.train.tracking import MetricsLog, Tracker, plot_curves
-
-SHAPE_FIELDS = ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "tie_embeddings", "qk_norm")
-
-
-def _nan_steps_from_env() -> set[int]:
-    """Test hook: ``WEAKWATER_TEST_NAN_AT=3,4`` poisons the loss of those step attempts (0-based,
-    counted per process) with NaN, to exercise skipping and rollback."""
-    raw = os.environ.get("WEAKWATER_TEST_NAN_AT", "")
-    return {int(x) for x in raw.split(",") if x.strip()}
 
 
 def _add_metrics(acc: dict[str, torch.Tensor], metrics: dict[str, Any], device: torch.device) -> None:
@@ -125,20 +116,14 @@ class Trainer:
         self.ckpt = CheckpointManager(self.out / "checkpoints", cfg.keep_last)
         self.is_main = self.dist.is_main
 
-        self.tokenizer = tokenizer if tokenizer is not None else self._load_tokenizer()
+        self.tokenizer = tokenizer if tokenizer is not None else build.load_tokenizer(cfg)
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank and every run
-        self.model = model if model is not None else self._build_model()
+        self.model = model if model is not None else build.build_model(cfg, self.tokenizer)
         self.model_config: ModelConfig = self.model.config
-        self._check_model()
-        self._check_run_dir()
+        build.check_model(cfg, self.model_config, self.tokenizer)
+        checkpoint.check_run_dir(self)
         self.train_data, self.val_data = stage.datasets()
-        data_vocab = getattr(self.train_data, "vocab_size", None)
-        if data_vocab is not None and data_vocab > self.model_config.vocab_size:
-            raise ConfigError(
-                f"--data {cfg.data} was tokenized with a {data_vocab}-token vocabulary but the model has "
-                f"vocab_size {self.model_config.vocab_size}: use the same tokenizer for prepare and training"
-            )
-        self._check_data_tokenizer()
+        build.check_data(cfg, self.train_data, self.model_config, self.tokenizer)
         self.loader = BatchLoader(
             self.train_data,
             cfg.batch_size,
@@ -161,7 +146,7 @@ class Trainer:
         self.model.to(self.device)
         torch.manual_seed(cfg.seed + self.dist.rank)  # dropout streams differ per rank
         self.forward_model = self._wrap_model()
-        self.optimizer = self._build_optimizer()
+        self.optimizer = build.build_optimizer(self.model, cfg, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.dtype == torch.float16 else None
         self.ctx = StageContext(
             cfg=cfg,
@@ -188,10 +173,6 @@ class Trainer:
 
         self.stop_signal: int | None = None
         self._saved_step = -1  # step of the checkpoint this process last wrote
-        self.attempts = 0
-        self.nan_at = _nan_steps_from_env()
-        # Test hook: WEAKWATER_TEST_STEP_PAUSE=SECONDS after each step widens the window a kill can land in.
-        self.step_pause = float(os.environ.get("WEAKWATER_TEST_STEP_PAUSE", "0") or 0)
         self.metrics = MetricsLog(self.out / "metrics.jsonl")
 
     # ------------------------------------------------------------------ setup
@@ -199,97 +180,6 @@ class Trainer:
         """The stages' sampling RNG: its own stream per rank, apart from the dropout stream (checkpointed)."""
         seed = int(np.random.SeedSequence([self.cfg.seed, self.dist.rank, 0x5EED]).generate_state(1, np.uint64)[0])
         return torch.Generator(device=self.device).manual_seed(seed)
-
-    def _load_tokenizer(self) -> Any:
-        source = self.cfg.tokenizer
-        if source is None and self.cfg.init and (Path(self.cfg.init) / "tokenizer.json").is_file():
-            source = self.cfg.init
-        if source is None:  # a model-only run (tests, custom stages): the final dir gets no tokenizer files
-            return None
-        from weakwater.tokenizer import load_tokenizer
-
-        return load_tokenizer(source)
-
-    def _build_model(self) -> Transformer:
-        """From ``--init`` (plus the allowed overrides) or a fresh ``--preset`` + ``[model]`` overrides."""
-        cfg = self.cfg
-        if cfg.init:
-            from weakwater.model.io import load_model
-
-            model = load_model(cfg.init, device="cpu")
-            saved = model.config.to_dict()
-            changed = {k: v for k, v in cfg.model_overrides().items() if saved.get(k, v) != v or k not in saved}
-            if not changed:
-                return model
-            fixed = sorted(set(changed) - set(INIT_OVERRIDABLE))
-            if fixed:
-                raise ConfigError(
-                    f"model overrides {', '.join(f'{k}={changed[k]}' for k in fixed)} change the shape of the --init "
-                    f"model; only {', '.join(INIT_OVERRIDABLE)} may change when starting from a saved model"
-                )
-            config = ModelConfig.from_dict({**saved, **changed})
-            fresh = Transformer(config)
-            fresh.load_state_dict(model.state_dict())
-            return fresh
-        overrides = cfg.model_overrides()
-        if self.tokenizer is not None and "vocab_size" not in overrides:
-            overrides["vocab_size"] = self.tokenizer.vocab_size
-        try:
-            config = preset(cfg.preset, **overrides)
-        except TypeError as e:
-            raise ConfigError(f"[model] overrides: {e}; valid keys are the ModelConfig fields") from e
-        return Transformer(config)
-
-    def _check_model(self) -> None:
-        """Shape problems that only show up once tokenizer, model and sequence length meet."""
-        cfg, mc = self.cfg, self.model_config
-        if self.tokenizer is not None and self.tokenizer.vocab_size > mc.vocab_size:
-            raise ConfigError(
-                f"the tokenizer has {self.tokenizer.vocab_size} tokens but model vocab_size is {mc.vocab_size}: "
-                f"drop the vocab_size override (it defaults to the tokenizer's) or use the model's own tokenizer"
-            )
-        if cfg.seq_len > mc.max_seq_len and mc.rope_scaling is None:
-            raise ConfigError(
-                f"--seq-len {cfg.seq_len} exceeds the model's max_seq_len {mc.max_seq_len}: lower --seq-len, "
-                f"raise model max_seq_len (from scratch), or set model rope_scaling (linear/yarn) to extend a "
-                f"pretrained model's context"
-            )
-
-    def _check_data_tokenizer(self) -> None:
-        """Token ids only mean something with the tokenizer that produced them."""
-        meta_path = Path(self.cfg.data) / "meta.json"
-        tok_dir = getattr(self.tokenizer, "dir", None)
-        if tok_dir is None or not meta_path.is_file():
-            return
-        expected = json.loads(meta_path.read_text(encoding="utf-8")).get("tokenizer", {}).get("sha256")
-        tok_file = Path(tok_dir) / "tokenizer.json"
-        if expected and tok_file.is_file() and file_sha256(tok_file) != expected:
-            raise ConfigError(
-                f"--data {self.cfg.data} was prepared with a different tokenizer than {tok_dir}: "
-                f"re-run `weakwater prepare` with this tokenizer or pass the one it used (--tokenizer)"
-            )
-
-    def _check_run_dir(self) -> None:
-        """Refuse to mix runs: a new run may not overwrite checkpoints, a resume must match their shape."""
-        existing = self.ckpt.candidates()
-        if existing and not self.cfg.resume:
-            raise ConfigError(
-                f"{self.out} already holds checkpoints of a run: pass --resume to continue it or choose another --out"
-            )
-        if existing and self.cfg.resume:
-            saved = existing[0] / CONFIG_FILE
-            if saved.is_file():
-                theirs = json.loads(saved.read_text()).get("model", {})
-                ours = self.model_config.to_dict()
-                # A field newer than the checkpoint was at its default then (e.g. qk_norm off).
-                defaults = {f.name: f.default for f in fields(ModelConfig)}
-                theirs = {k: theirs.get(k, defaults[k]) for k in SHAPE_FIELDS}
-                diff = [f"{k}: checkpoint {theirs[k]} vs now {ours[k]}" for k in SHAPE_FIELDS if theirs[k] != ours[k]]
-                if diff:
-                    raise ConfigError(
-                        f"--resume: {existing[0]} was trained with a different model shape ({'; '.join(diff)}); "
-                        f"resume with the original --preset/[model] settings or start a new run in another --out"
-                    )
 
     def _wrap_model(self) -> torch.nn.Module:
         """FSDP2 (in place) or DDP around the model, then optional torch.compile; returns what to call."""
@@ -308,21 +198,6 @@ class Trainer:
         if self.cfg.compile:
             model = torch.compile(model)
         return model
-
-    def _build_optimizer(self) -> torch.optim.Optimizer:
-        decay, no_decay = [], []
-        seen: set[int] = set()
-        for name, p in self.model.named_parameters():
-            if not p.requires_grad or id(p) in seen:
-                continue
-            seen.add(id(p))
-            (no_decay if p.ndim < 2 or "embed_tokens" in name or "lm_head" in name else decay).append(p)
-        groups = [
-            {"params": decay, "weight_decay": self.cfg.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
-        fused = self.device.type == "cuda"
-        return torch.optim.AdamW(groups, lr=self.cfg.lr, betas=(self.cfg.beta1, self.cfg.beta2), fused=fused or None)
 
     # ------------------------------------------------------------------ schedule
     def lr_at(self, step: int) -> float:
@@ -361,7 +236,7 @@ class Trainer:
             if self.is_main:
                 self.out.mkdir(parents=True, exist_ok=True)
                 save_resolved(cfg, self.out / "config.json")
-            resumed_from = self._resume() if cfg.resume else None
+            resumed_from = checkpoint.resume(self) if cfg.resume else None
             call_setup(self.stage, self.ctx)
             tracker = self._open_tracker()
             old_handlers = self._install_signal_handlers()
@@ -378,7 +253,7 @@ class Trainer:
                 result = self._train_step()
                 if result is None:
                     if self.consecutive_bad >= cfg.max_bad_steps:
-                        self._rollback()
+                        checkpoint.rollback(self)
                         pending = []
                         if bar is not None:
                             bar.n = self.step
@@ -430,8 +305,6 @@ class Trainer:
         lr = self.lr_at(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        poison = self.attempts in self.nan_at
-        self.attempts += 1
         totals = torch.zeros(2, device=self.device)  # [summed loss, count]
         tokens = 0
         metrics: dict[str, torch.Tensor] = {}
@@ -450,8 +323,6 @@ class Trainer:
             with ctx:
                 with self.ctx.autocast():
                     loss, count, extra = self.stage.loss(self.forward_model, batch, train=True)
-                if poison:
-                    loss = loss * float("nan")
                 (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
             totals += torch.stack([loss.detach().float(), count.detach().float()])
             _add_metrics(metrics, extra, self.device)
@@ -499,8 +370,6 @@ class Trainer:
         self.step += 1
         self.ctx.step = self.step
         self.tokens_seen += tokens * self.dist.world_size
-        if self.step_pause:
-            time.sleep(self.step_pause)
         return StepResult(totals[0], totals[1], norm.detach(), tokens * self.dist.world_size, extras)
 
     def _log(self, pending: list, tokens_per_s: float, tracker: Tracker, bar: Any) -> None:
@@ -598,33 +467,8 @@ class Trainer:
             self._save_model_dir(self.out / "best", {"step": self.step, "val_loss": val})
 
     # ------------------------------------------------------------------ saving
-    def _full_state_dict(self) -> dict[str, torch.Tensor] | None:
-        """CPU weights of the whole model on rank 0 (gathered under FSDP), None on other ranks."""
-        if self.cfg.fsdp:
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-            state = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-            return state if self.is_main else None
-        return {k: v.detach().cpu() for k, v in self.model.state_dict().items()} if self.is_main else None
-
-    def _plain_model(self) -> Transformer | None:
-        """A CPU, adapter-free copy of the current weights for saving (rank 0 only)."""
-        state = self._full_state_dict()
-        if state is None:
-            return None
-        with torch.random.fork_rng(devices=[]):  # the throwaway init must not shift the training RNG stream
-            plain = Transformer(self.model_config)
-        if self.cfg.lora_rank > 0:  # rebuild the adapter layout, load, then fold the adapters in
-            from weakwater.model.lora import apply_lora, merge_lora
-
-            apply_lora(plain, self.cfg.lora_rank, self.cfg.lora_alpha, targets=tuple(self.cfg.lora_targets))
-            plain.load_state_dict(state)
-            return merge_lora(plain)
-        plain.load_state_dict(state)
-        return plain
-
     def _save_model_dir(self, path: Path, extra: dict[str, Any]) -> None:
-        plain = self._plain_model()
+        plain = build.plain_copy(self.model, self.model_config, self.cfg, self.is_main)
         if plain is not None:
             tok_dir = getattr(self.tokenizer, "dir", None)
             save_model(plain, path, tokenizer_dir=tok_dir, extra={"stage": self.stage.name, **extra})
@@ -648,9 +492,15 @@ class Trainer:
             print(f"saved final model to {final}", file=sys.stderr)
         return final
 
-    def _run_state(self) -> dict[str, Any]:
-        np_state = np.random.get_state()
-        return {
+    # ------------------------------------------------------------------ state (written by train/checkpoint.py)
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a checkpoint holds: ``model`` and ``optim`` (live tensors; this rank's shards under
+        FSDP), ``trainer`` (JSON: run counters, data position, GradScaler, config, model shape) and
+        ``rank`` (this process's RNG streams and the stage's state)."""
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        model, optim = get_state_dict(self.model, self.optimizer)
+        run = {
             "step": self.step,
             "lr_scale": self.lr_scale,
             "best_val": self.best_val if math.isfinite(self.best_val) else None,
@@ -659,129 +509,41 @@ class Trainer:
             "tokens_seen": self.tokens_seen,
             "loader": self.loader.state_dict(),
             "world_size": self.dist.world_size,
-            "python_rng": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
-            "numpy_rng": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "stage": self.stage.name,
+            "model": self.model_config.to_dict(),
+            "config": to_dict(self.cfg),
         }
+        rank = {"rng": checkpoint.rng_state(self.ctx.generator, self.device), "stage": stage_state(self.stage)}
+        return {"model": model, "optim": optim, "trainer": run, "rank": rank}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        from torch.distributed.checkpoint.state_dict import set_state_dict
+
+        set_state_dict(self.model, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+        run = state["trainer"]
+        if self.scaler is not None and run.get("scaler"):
+            self.scaler.load_state_dict(run["scaler"])
+        self.step = self.ctx.step = run["step"]
+        self.lr_scale = run["lr_scale"]
+        self.best_val = run["best_val"] if run["best_val"] is not None else math.inf
+        self.counters = dict(run["counters"])
+        self.loss_ema = run["loss_ema"]
+        self.tokens_seen = run["tokens_seen"]
+        self.loader.load_state_dict(run["loader"])
+        rank = state.get("rank") or {}
+        if rank.get("rng") is not None:
+            checkpoint.set_rng_state(rank["rng"], self.ctx.generator, self.device)
+        load_stage_state(self.stage, rank.get("stage"))
 
     def save_checkpoint(self) -> Path:
-        """Write ``checkpoints/step_XXXXXXX`` atomically (see :mod:`weakwater.train.checkpoint`)."""
-        tmp = self.ckpt.begin(self.step) if self.is_main else None
-        tmp = Path(wwdist.broadcast_object(str(tmp) if tmp else None))  # type: ignore[arg-type]
-        wwdist.barrier()
-        rng = {"torch": torch.get_rng_state(), "sampling": self.ctx.generator.get_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
-        torch.save(rng, tmp / f"rng_{self.dist.rank}.pt")
-        extra_state = stage_state(self.stage)
-        if extra_state is not None:
-            torch.save(extra_state, tmp / f"stage_{self.dist.rank}.pt")
-        if self.cfg.fsdp:
-            import torch.distributed.checkpoint as dcp
-            from torch.distributed.checkpoint.state_dict import get_state_dict
-
-            model_state, optim_state = get_state_dict(self.model, self.optimizer)
-            dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(tmp / "sharded"))
-        if self.is_main:
-            if not self.cfg.fsdp:
-                save_file(weights_state_dict(self.model), str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
-                torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-            test_pause()
-            if self.scaler is not None:
-                torch.save(self.scaler.state_dict(), tmp / "scaler.pt")
-            meta = {"format": FORMAT, "model": self.model_config.to_dict(), "stage": self.stage.name}
-            (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-            (tmp / "state.json").write_text(json.dumps(self._run_state()) + "\n")
-        wwdist.barrier()
-        final = self.ckpt.commit(tmp, self.step) if self.is_main else None
-        wwdist.barrier()
+        path = checkpoint.save(self)
         self._saved_step = self.step
-        return Path(wwdist.broadcast_object(str(final) if final else None))  # type: ignore[arg-type]
+        return path
 
-    # ------------------------------------------------------------------ loading
-    def _resume(self) -> str | None:
-        """Load the newest checkpoint that verifies (falling back past corrupt ones)."""
-        path = self.ckpt.find_valid(warn=self._warn) if self.is_main else None
-        name = wwdist.broadcast_object(str(path) if path else None)
-        if name is None:
-            if self.ckpt.candidates():
-                raise ConfigError(
-                    f"--resume: every checkpoint in {self.ckpt.root} failed verification (see the warnings above); "
-                    f"move them away to start the run over"
-                )
-            if self.is_main:
-                print(f"--resume: no checkpoint in {self.ckpt.root} yet; starting a new run", file=sys.stderr)
-            return None
-        self.load_checkpoint(Path(name))  # type: ignore[arg-type]
-        if self.is_main:
-            self.metrics.truncate_after(self.step)
-            print(f"resumed from {name} at step {self.step}", file=sys.stderr)
-        return str(name)
-
-    def _warn(self, message: str) -> None:
+    def warn(self, message: str) -> None:
         print(message, file=sys.stderr)
         self.metrics.write({"step": self.step, "event": "warning", "message": message})
-
-    def load_checkpoint(self, path: Path) -> None:
-        state = json.loads((path / "state.json").read_text())
-        if state["world_size"] != self.dist.world_size:
-            raise ConfigError(
-                f"{path} was written by {state['world_size']} processes, this run has {self.dist.world_size}: "
-                f"resume with the same number of processes (the data order depends on it)"
-            )
-        if self.cfg.fsdp:
-            import torch.distributed.checkpoint as dcp
-            from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
-
-            model_state, optim_state = get_state_dict(self.model, self.optimizer)
-            target = {"model": model_state, "optim": optim_state}
-            dcp.load(target, checkpoint_id=str(path / "sharded"))
-            set_state_dict(
-                self.model, self.optimizer, model_state_dict=target["model"], optim_state_dict=target["optim"]
-            )
-        else:
-            weights = load_file(str(path / WEIGHTS_FILE), device=str(self.device))
-            if self.model_config.tie_embeddings and "lm_head.weight" not in weights:
-                weights["lm_head.weight"] = weights["embed_tokens.weight"]
-            self.model.load_state_dict(weights)
-            self.optimizer.load_state_dict(
-                torch.load(path / "optimizer.pt", map_location=self.device, weights_only=True)
-            )
-        if self.scaler is not None and (path / "scaler.pt").exists():
-            self.scaler.load_state_dict(torch.load(path / "scaler.pt", weights_only=True))
-        self.step = self.ctx.step = state["step"]
-        self.lr_scale = state["lr_scale"]
-        self.best_val = state["best_val"] if state["best_val"] is not None else math.inf
-        self.counters = state["counters"]
-        self.loss_ema = state["loss_ema"]
-        self.tokens_seen = state["tokens_seen"]
-        self.loader.load_state_dict(state["loader"])
-        py = state["python_rng"]
-        random.setstate((py[0], tuple(py[1]), py[2]))
-        np_rng = state["numpy_rng"]
-        np.random.set_state((np_rng[0], np.array(np_rng[1], dtype=np.uint32), *np_rng[2:]))
-        rng = torch.load(path / f"rng_{self.dist.rank}.pt", weights_only=True)
-        torch.set_rng_state(rng["torch"])
-        if "sampling" in rng:
-            self.ctx.generator.set_state(rng["sampling"])
-        if (path / f"stage_{self.dist.rank}.pt").is_file():
-            load_stage_state(self.stage, torch.load(path / f"stage_{self.dist.rank}.pt", weights_only=True))
-        if rng.get("cuda") is not None and self.device.type == "cuda":
-            torch.cuda.set_rng_state(rng["cuda"], self.device)
-
-    def _rollback(self) -> None:
-        """After ``max_bad_steps`` consecutive non-finite steps: back to the last good checkpoint, LR halved."""
-        lr_scale = self.lr_scale * 0.5
-        counters = dict(self.counters, rollbacks=self.counters["rollbacks"] + 1)
-        path = self.ckpt.find_valid(warn=self._warn) if self.is_main else None
-        name = wwdist.broadcast_object(str(path) if path else None)
-        if name is not None:
-            self.load_checkpoint(Path(name))  # type: ignore[arg-type]
-        self.lr_scale, self.counters, self.consecutive_bad = lr_scale, counters, 0
-        if self.is_main:
-            where = name or "the current weights (no checkpoint yet; skipped steps changed nothing)"
-            message = f"{self.cfg.max_bad_steps} consecutive non-finite steps: rolled back to {where}, LR x{lr_scale:g}"
-            print(f"\n{message}", file=sys.stderr)
-            self.metrics.write({"step": self.step, "event": "rollback", "to": name, "lr_scale": lr_scale})
 
     # ------------------------------------------------------------------ signals, progress, trackers
     def _install_signal_handlers(self) -> dict[int, Any]:

@@ -18,6 +18,10 @@ def add_key(a: int, b: int) -> tuple:
     return ("add", min(a, b), max(a, b))
 
 
+def mul_key(a: int, b: int) -> tuple:
+    return ("mul", min(a, b), max(a, b))
+
+
 class Holdout:
     """Keys claimed by held-out sets; training samplers must draw outside them."""
 

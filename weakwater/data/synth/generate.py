@@ -7,7 +7,7 @@ import json
 import random
 from pathlib import Path
 
-from weakwater.data.synth.arith import Holdout, WordProblem, add_key, draw, operands
+from weakwater.data.synth.arith import Holdout, WordProblem, add_key, draw, mul_key, operands
 from weakwater.data.synth.corpus import pretrain_docs
 from weakwater.data.synth.tasks import (
     QA,
@@ -20,8 +20,10 @@ from weakwater.data.synth.tasks import (
     describe_creature,
     end,
     fact_qa,
+    mul_qa,
     r1_content,
     ramble,
+    tool_conversation,
     user,
     word_problem,
 )
@@ -36,6 +38,12 @@ from weakwater.data.synth.world import (
     World,
     build_world,
 )
+from weakwater.infer.tools import CALCULATOR
+
+# The tool the demo's tool stage learns to call: exactly the built-in calculator's schema, so that
+# ``weakwater chat --tools calculator`` and an OpenAI client sending it show the model the prompt it trained on.
+CALCULATOR_SCHEMA = CALCULATOR.schema()
+
 
 LANGS = ("en", "zh")
 
@@ -47,6 +55,8 @@ GUARANTEES = [
     "eval_reasoning.jsonl word problems (buyer, products, budget) never occur in r1.jsonl or dpo.jsonl.",
     "eval_dpo.jsonl fact questions use phrasings reserved from sft.jsonl and dpo.jsonl; dpo_eval.jsonl pairs are "
     "built only on eval_dpo.jsonl and eval_reasoning.jsonl prompts.",
+    "eval_tools.jsonl multiplications are claimed before tools.jsonl is drawn; tools.jsonl uses only unclaimed "
+    "operand pairs (either order).",
     "eval_domain.jsonl asks, per creature, the one attribute that lora_domain.jsonl states only in descriptions, "
     "never in a question/answer pair; no other training file states a fact of Ossira (pretrain.jsonl's index "
     "pages only name its regions, creatures and foods, so LoRA meets known words).",
@@ -60,11 +70,16 @@ FILE_INFO = {
     "dpo.jsonl": ('{"chosen", "rejected", "kind"}', "DPO pairs: concise correct vs wrong / rambling / untagged"),
     "dpo_eval.jsonl": ('{"chosen", "rejected", "kind"}', "held-out DPO pairs for preference accuracy"),
     "lora_domain.jsonl": ('{"conversations"}', "LoRA domain: the creatures of the planet Ossira"),
+    "tools.jsonl": (
+        '{"conversations"} + tools',
+        "tool use: multiplications via calculator calls, facts answered directly",
+    ),
     "eval_facts.jsonl": ("eval", "held-out facts known only from pretraining (task 'facts')"),
     "eval_arith.jsonl": ("eval", "held-out two-digit additions (task 'arith')"),
     "eval_reasoning.jsonl": ("eval", "held-out multi-step problems, answer = final number (task 'reasoning')"),
     "eval_dpo.jsonl": ("eval", "prompts for the DPO targeted behaviour: correct and concise (task 'concise')"),
     "eval_domain.jsonl": ("eval", "held-out Ossira questions (task 'domain')"),
+    "eval_tools.jsonl": ("eval + tools", "held-out 3-4 digit multiplications, calculator offered (task 'tools')"),
 }
 
 
@@ -308,6 +323,38 @@ class _Builder:
         rng.shuffle(evals)
         return [{"conversations": c} for c in convs], evals
 
+    # -- tool use (the demo's tool stage) --------------------------------------------------------------------
+
+    def _mul(self, rng: random.Random, claim: bool) -> tuple[int, int]:
+        def make(r: random.Random) -> tuple[int, int]:
+            return r.randint(100, 9999), r.randint(10, 999)
+
+        if claim:
+            return draw(rng, make, lambda ab: self.holdout.claim(mul_key(*ab)), "held-out product")
+        return draw(rng, make, lambda ab: mul_key(*ab) not in self.holdout, "training product")
+
+    def eval_tools(self) -> list[dict]:
+        rng = self.rng("eval_tools")
+        rows = []
+        for _ in range(self.spec.eval_tools):
+            row = mul_qa(rng, *self._mul(rng, claim=True), rng.choice(LANGS)).eval_row()
+            rows.append({**row, "tools": [CALCULATOR_SCHEMA]})
+        return rows
+
+    def tools(self) -> list[dict]:
+        """Calculator conversations, and a share of fact questions with the tool offered but not needed."""
+        rng = self.rng("tools")
+        rows = []
+        for _ in range(self.spec.tool_train):
+            a, b = self._mul(rng, claim=False)
+            qa = mul_qa(rng, a, b, rng.choice(LANGS))
+            rows.append(tool_conversation(qa, f"{a} * {b}", str(a * b)))
+        facts = self._train_fact_questions(rng, 1)
+        for qa in rng.sample(facts, min(len(facts), self.spec.tool_train // 4)):
+            rows.append([user(qa.question), assistant(qa.reply)])
+        rng.shuffle(rows)
+        return [{"conversations": [{"role": "system", "content": "", "tools": [CALCULATOR_SCHEMA]}, *c]} for c in rows]
+
 
 def heldout_problems(seed: int = 0, size: str = "demo") -> list[dict]:
     """The rows of ``eval_reasoning.jsonl`` that ``generate(seed=seed, size=size)`` writes (held out from its
@@ -345,6 +392,7 @@ def generate(out_dir: str | Path, seed: int = 0, size: str | SizeSpec = "demo") 
     val_pool = [d for d in pretrain_docs(b.rng("pretrain_val"), b.world, b.holdout, spec) if d not in seen]
     val_docs = val_pool[: max(1, round(len(train_docs) * spec.val_fraction))]
     lora_rows, domain_evals = b.domain()
+    tool_evals = b.eval_tools()  # claims its products; no other file multiplies
 
     outputs: dict[str, list[dict]] = {
         "pretrain.jsonl": [{"text": d} for d in train_docs],
@@ -354,11 +402,13 @@ def generate(out_dir: str | Path, seed: int = 0, size: str | SizeSpec = "demo") 
         "dpo.jsonl": b.dpo(),
         "dpo_eval.jsonl": b.dpo_eval(concise, reasoning),
         "lora_domain.jsonl": lora_rows,
+        "tools.jsonl": b.tools(),
         "eval_facts.jsonl": [qa.eval_row() for qa in facts],
         "eval_arith.jsonl": [qa.eval_row() for qa in arith],
         "eval_reasoning.jsonl": [qa.eval_row() for qa, _ in reasoning],
         "eval_dpo.jsonl": [qa.eval_row() for qa in concise],
         "eval_domain.jsonl": [qa.eval_row() for qa in domain_evals],
+        "eval_tools.jsonl": tool_evals,
     }
     files = {}
     for name, rows in outputs.items():

@@ -48,6 +48,16 @@ ARITH_QUESTIONS = {
     "zh": ["{a}加{b}等于多少？", "计算{a} + {b}。", "{a} + {b}等于几？", "{a}加上{b}是多少？"],
 }
 SYSTEM_PROMPTS = ["You are WeakWater, a helpful assistant.", "你是WeakWater，一个乐于助人的助手。"]
+MUL_QUESTIONS = {
+    "en": [
+        "What is {a} * {b}?",
+        "Compute {a} × {b}.",
+        "Multiply {a} by {b}.",
+        "{a} * {b} = ?",
+        "What is {a} times {b}?",
+    ],
+    "zh": ["{a}乘以{b}等于多少？", "计算{a} × {b}。", "{a}乘{b}是多少？", "{a} * {b}等于几？"],
+}
 
 
 def end(text: str, lang: str) -> str:
@@ -109,6 +119,23 @@ def creature_qa(c: Creature, attr: str, lang: str, template: str) -> QA:
 def arith_qa(rng: random.Random, a: int, b: int, lang: str, task: str = "arith") -> QA:
     question = rng.choice(ARITH_QUESTIONS[lang]).format(a=a, b=b)
     return QA(question, str(a + b), end(str(a + b), lang), lang, task, "sum")
+
+
+def mul_qa(rng: random.Random, a: int, b: int, lang: str) -> QA:
+    """A multiplication too big to do in a tiny model's head: the tool stage answers it with the calculator."""
+    question = rng.choice(MUL_QUESTIONS[lang]).format(a=a, b=b)
+    return QA(question, str(a * b), end(str(a * b), lang), lang, "tools", "product")
+
+
+def tool_conversation(qa: QA, expression: str, result: str) -> list[dict]:
+    """user -> assistant calls ``calculator`` -> tool result -> assistant states it (OpenAI message shape)."""
+    call = {"type": "function", "function": {"name": "calculator", "arguments": {"expression": expression}}}
+    return [
+        user(qa.question),
+        {"role": "assistant", "content": "", "tool_calls": [call]},
+        {"role": "tool", "content": result},
+        assistant(qa.reply),
+    ]
 
 
 # The filler a rambling reply repeats after its answer, per language (then "{answer}." / "{answer}。").

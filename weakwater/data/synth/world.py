@@ -144,6 +144,8 @@ class SizeSpec:
     eval_reasoning: int = 100
     eval_dpo: int = 100
     dpo_eval: int = 100
+    tool_train: int = 1200  # calculator conversations (tools.jsonl), plus a quarter as many direct answers
+    eval_tools: int = 100
 
 
 SIZES: dict[str, SizeSpec] = {
@@ -151,7 +153,8 @@ SIZES: dict[str, SizeSpec] = {
     "small": SizeSpec(
         people=24, cities=6, companies=4, products=10, creatures=8, bio_docs=2, stories=20, catalogue_docs=4,
         arith_docs=10, val_fraction=0.1, sft_arith=40, sft_multiturn=20, r1_train=40, dpo_train=40,
-        domain_descriptions=2, eval_arith=20, eval_reasoning=20, eval_dpo=20, dpo_eval=20,
+        domain_descriptions=2, eval_arith=20, eval_reasoning=20, eval_dpo=20, dpo_eval=20, tool_train=40,
+        eval_tools=20,
     ),
     # The CPU demo: a ~2-3M parameter model should learn a good share of these facts in minutes.
     "demo": SizeSpec(

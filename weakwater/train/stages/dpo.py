@@ -49,15 +49,21 @@ class DPOConfig(ChatConfig):
 
     def validate(self) -> None:
         super().validate()
-        problems = []
-        if self.loss_type not in DPO_LOSSES:
-            problems.append(f"--loss-type must be one of {', '.join(DPO_LOSSES)}, got {self.loss_type!r}")
-        if self.beta <= 0:
-            problems.append(f"--beta must be > 0, got {self.beta}")
+        problems = preference_problems(self.loss_type, self.beta)
         if self.loss_type != "simpo" and not self.init:
             problems.append("--init is required: the reference policy is the starting model")
         if problems:
             raise ConfigError("invalid config: " + "; ".join(problems))
+
+
+def preference_problems(loss_type: str, beta: float) -> list[str]:
+    """What is wrong with a preference-loss setting (shared by offline and online DPO)."""
+    problems = []
+    if loss_type not in DPO_LOSSES:
+        problems.append(f"--loss-type must be one of {', '.join(DPO_LOSSES)}, got {loss_type!r}")
+    if beta <= 0:
+        problems.append(f"--beta must be > 0, got {beta}")
+    return problems
 
 
 class DPOStage:
