@@ -250,6 +250,7 @@ def test_tool_mask_minimind_tokenizers(tokenizer):
     if not tokenizer.supports_tools:
         pytest.skip("template without tools")
     ids, mask = tokenize_conversation(tokenizer, to_messages(TOOL_RECORD))
+    assert "# Tools" in tokenizer.decode(ids) and '{"name": "calc"}' in tokenizer.decode(ids)
     supervised = tokenizer.decode([i for i, m in zip(ids, mask) if m])
     assert '<tool_call>\n{"name": "calc", "arguments": {"e": "12*35"}}\n</tool_call><|im_end|>' in supervised
     assert supervised.endswith("420.<|im_end|>") and "<tool_response>" not in supervised

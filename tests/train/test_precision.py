@@ -3,53 +3,21 @@ rounding of its number format (not just "the loss is finite")."""
 
 from __future__ import annotations
 
-import json
-import signal
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
-from weakwater.train.config import TrainConfig
-from weakwater.train.stages.pretrain import PretrainStage
 from weakwater.train.trainer import Trainer
 
-TINY_MODEL = {"vocab_size": 64, "dim": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "max_seq_len": 64}
+from .test_trainer import make_cfg, metrics, run, weights
 
 
 def train(shards: Path, out: Path, stop_at: int | None = None, **overrides) -> tuple[Trainer, list[float]]:
-    """20 steps (same seed, data and init every time); returns the trainer and the losses logged every 5
-    steps plus the final validation loss. ``stop_at`` interrupts the run after that step, like Ctrl-C."""
-    fields = dict(
-        data=str(shards),
-        out=str(out),
-        batch_size=8,
-        seq_len=32,
-        lr=3e-3,
-        warmup_steps=5,
-        max_steps=20,
-        log_every=5,
-        eval_every=20,
-        eval_batches=4,
-        save_every=0,
-        plot=False,
-        model=dict(TINY_MODEL),
-    )
-    cfg = TrainConfig(**{**fields, **overrides})
-    trainer = Trainer(cfg, PretrainStage(cfg))
-    if stop_at is not None:
-        step = trainer._train_step
-
-        def stepping():
-            result = step()
-            if trainer.step >= stop_at:
-                trainer.stop_signal = signal.SIGINT
-            return result
-
-        trainer._train_step = stepping
-    trainer.fit()
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    """test_trainer's 20-step run (same seed, data and init every time), evaluated at the end only; returns
+    the trainer and the losses logged every 5 steps plus the final validation loss."""
+    trainer = run(make_cfg(shards, out, eval_every=20, save_every=0, **overrides), stop_at=stop_at)
+    records = metrics(out)
     logged = [r["loss"] for r in records if "loss" in r] + [r["val_loss"] for r in records if "val_loss" in r]
     return trainer, logged
 
@@ -80,7 +48,7 @@ def test_fp16_with_grad_scaler_tracks_fp32_and_resumes_exactly(shards, tmp_path,
     assert part.interrupted and part.step == 12
     resumed, _ = train(shards, tmp_path / "part", dtype="fp16", resume=True)
     assert resumed.step == 20
-    full, again = (load_file(str(tmp_path / d / "final" / "model.safetensors")) for d in ("full", "part"))
+    full, again = weights(tmp_path / "full" / "final"), weights(tmp_path / "part" / "final")
     assert all(torch.equal(full[k], again[k]) for k in full)
 
 

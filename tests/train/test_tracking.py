@@ -10,33 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from weakwater.train.config import TrainConfig
-from weakwater.train.stages.pretrain import PretrainStage
-from weakwater.train.trainer import Trainer
-
-TINY_MODEL = {"vocab_size": 64, "dim": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "max_seq_len": 64}
+from .test_trainer import make_cfg, metrics, run
 
 
 def train_with(tracker: str, shards: Path, out: Path) -> dict[tuple[str, int], float]:
     """A 10-step run logging every 5 steps and evaluating at 5 and 10; returns metrics.jsonl as
     {(tracker key, step): value} for the training loss, the learning rate and the validation loss."""
-    cfg = TrainConfig(
-        data=str(shards),
-        out=str(out),
-        batch_size=4,
-        seq_len=32,
-        max_steps=10,
-        log_every=5,
-        eval_every=5,
-        eval_batches=2,
-        save_every=0,
-        plot=False,
-        tracker=tracker,
-        model=dict(TINY_MODEL),
-    )
-    Trainer(cfg, PretrainStage(cfg)).fit()
+    run(make_cfg(shards, out, max_steps=10, eval_every=5, save_every=0, tracker=tracker))
     expected = {}
-    for record in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()):
+    for record in metrics(out):
         for key, name in (("loss", "train/loss"), ("lr", "train/lr"), ("val_loss", "val/val_loss")):
             if key in record:
                 expected[(name, record["step"])] = record[key]

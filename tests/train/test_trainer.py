@@ -7,7 +7,6 @@ import math
 import signal
 from pathlib import Path
 
-import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -39,9 +38,9 @@ def make_cfg(shards: Path, out: Path, **overrides) -> TrainConfig:
     return TrainConfig(**fields)
 
 
-def run(cfg: TrainConfig, stop_at: int | None = None) -> Trainer:
-    """Train; with ``stop_at``, deliver a SIGINT-equivalent after that step (like Ctrl-C)."""
-    trainer = Trainer(cfg, PretrainStage(cfg))
+def run(cfg: TrainConfig, stop_at: int | None = None, stage=None) -> Trainer:
+    """Train (pretraining unless ``stage``); with ``stop_at``, a SIGINT-equivalent after that step (like Ctrl-C)."""
+    trainer = Trainer(cfg, stage if stage is not None else PretrainStage(cfg))
     if stop_at is not None:
         step = trainer._train_step
 
@@ -151,29 +150,6 @@ def test_single_nan_step_is_skipped_without_rollback(shards, tmp_path):
     trainer.fit()
     assert trainer.counters["bad_steps"] == 1 and trainer.counters["rollbacks"] == 0
     assert trainer.lr_scale == 1.0 and stage.calls == 9
-
-
-def test_tensorboard_tracker_writes_event_files_offline(shards, tmp_path):
-    run(make_cfg(shards, tmp_path / "run", max_steps=5, eval_every=0, save_every=0, tracker="tensorboard"))
-    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
-
-
-@pytest.mark.parametrize(
-    ("kind", "pattern"),
-    [("wandb", "wandb/offline-run-*/run-*.wandb"), ("swanlab", "swanlog/run-*/run-*.swanlab")],
-)
-def test_optional_trackers_write_offline(shards, tmp_path, monkeypatch, kind, pattern):
-    pytest.importorskip(kind, reason=f"{kind} not installed (optional extra 'tracking')")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    out = tmp_path / "run"
-    run(make_cfg(shards, out, max_steps=5, eval_every=0, save_every=0, tracker=kind))
-    assert list(out.glob(pattern)), f"{kind} wrote no run file under {out}"
-
-
-def test_bf16_autocast_on_cpu_trains(shards, tmp_path):
-    trainer = run(make_cfg(shards, tmp_path / "run", dtype="bf16", max_steps=5, eval_every=0, save_every=0))
-    assert trainer.dtype == torch.bfloat16
-    assert all(math.isfinite(r["loss"]) for r in metrics(tmp_path / "run") if "loss" in r)
 
 
 class CopyStage:

@@ -1,7 +1,8 @@
 """What a run trains, resolved and checked before its first step, and plain copies of it for saving.
 
-The tokenizer (``--tokenizer``, else the one inside ``--init``), the model (a saved ``--init`` model plus
-the overrides that leave every weight's shape alone, or a fresh ``--preset`` with ``[model]`` overrides),
+The tokenizer (``--tokenizer``, else the one inside ``--init``, else the one the data names), the model
+(a saved ``--init`` model plus the overrides that leave every weight's shape alone, or a fresh ``--preset``
+with ``[model]`` overrides),
 the checks that need tokenizer, model and data together, the optimizer, and the adapter-free CPU copy
 of the live (possibly sharded, LoRA-wrapped) weights that ``best/`` and ``final/`` are written from.
 """
@@ -21,15 +22,34 @@ from weakwater.model.llama import Transformer
 from weakwater.train.config import INIT_OVERRIDABLE, ConfigError, TrainConfig
 
 
-def load_tokenizer(cfg: TrainConfig) -> Any:
-    source = cfg.tokenizer
-    if source is None and cfg.init and (Path(cfg.init) / "tokenizer.json").is_file():
-        source = cfg.init
-    if source is None:  # a model-only run (tests, custom stages): the final dir gets no tokenizer files
-        return None
-    from weakwater.tokenizer import load_tokenizer
+def tokenizer_source(cfg: TrainConfig) -> str | None:
+    """The tokenizer directory a run uses: ``--tokenizer``, else the one saved inside ``--init``, else the
+    one ``--data`` was prepared with (named in its meta.json); None when there is none. The one rule for
+    ``weakwater <stage>`` and ``Trainer(cfg, ...)`` in Python, so both pick the same tokenizer."""
+    if cfg.tokenizer:
+        return cfg.tokenizer
+    if cfg.init and (Path(cfg.init) / "tokenizer.json").is_file():
+        return cfg.init
+    meta_path = Path(cfg.data) / "meta.json" if cfg.data else None
+    if meta_path is not None and meta_path.is_file():
+        source = json.loads(meta_path.read_text(encoding="utf-8")).get("tokenizer", {}).get("dir")
+        if source and not Path(source).is_dir():
+            raise ConfigError(f"{meta_path} names tokenizer {source}, which no longer exists: pass --tokenizer DIR")
+        return source or None
+    return None
 
-    return load_tokenizer(source)
+
+def load_tokenizer(cfg: TrainConfig, required: bool = False) -> Any:
+    """The run's tokenizer (:func:`tokenizer_source`). Without one, a ``required`` run (every CLI stage) is
+    refused; otherwise it is a model-only run (tests, custom stages) whose final dir gets no tokenizer files."""
+    source = tokenizer_source(cfg)
+    if source is None:
+        if required:
+            raise ConfigError("no tokenizer: pass --tokenizer DIR (or --init DIR of a saved model, which contains one)")
+        return None
+    from weakwater.tokenizer import load_tokenizer as load
+
+    return load(source)
 
 
 def build_model(cfg: TrainConfig, tokenizer: Any) -> Transformer:

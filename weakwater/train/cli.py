@@ -11,7 +11,6 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from weakwater.config import add_arguments, resolve
@@ -62,30 +61,15 @@ def add_stage_command(
     return parser
 
 
-def load_run_tokenizer(cfg: TrainConfig) -> Any:
-    """The tokenizer a run uses: ``--tokenizer``, else the one inside ``--init``, else the one ``--data``
-    was prepared with (recorded in its meta.json)."""
-    source = cfg.tokenizer or cfg.init
-    meta_path = Path(cfg.data) / "meta.json"
-    if source is None and meta_path.is_file():
-        source = json.loads(meta_path.read_text(encoding="utf-8")).get("tokenizer", {}).get("dir")
-        if source and not Path(source).is_dir():
-            raise ConfigError(f"{meta_path} names tokenizer {source}, which no longer exists: pass --tokenizer DIR")
-    if source is None:
-        raise ConfigError("no tokenizer: pass --tokenizer DIR (or --init DIR of a saved model, which contains one)")
-    from weakwater.tokenizer import load_tokenizer
-
-    return load_tokenizer(source)
-
-
 def run_stage(args: argparse.Namespace, name: str, config_cls: type[TrainConfig], make_stage: StageFactory) -> int:
     cfg = resolve(config_cls, args, section=name)
     if args.model_arg:
         cfg.model = {**cfg.model, **parse_model_args(args.model_arg)}
     cfg.validate()
-    tokenizer = load_run_tokenizer(cfg)
+    from weakwater.train import build
     from weakwater.train.trainer import Trainer
 
+    tokenizer = build.load_tokenizer(cfg, required=True)
     trainer = Trainer(cfg, make_stage(cfg, tokenizer), tokenizer=tokenizer)
     result = trainer.fit()
     if trainer.interrupted:

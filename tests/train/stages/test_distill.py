@@ -1,47 +1,16 @@
-"""White-box (logit) distillation: the loss by hand, zero KL for a teacher equal to the student, the tokenizer
-check, and a run with --teacher."""
+"""White-box (logit) distillation stage: the tokenizer check and a run with --teacher (the loss: test_losses.py)."""
 
 from __future__ import annotations
 
 import json
-import math
 import shutil
 
 import pytest
-import torch
 
-from weakwater.model.loglik import IGNORE_INDEX
 from weakwater.tokenizer import load_tokenizer
 from weakwater.train.config import ConfigError
-from weakwater.train.losses import distillation_loss
 from weakwater.train.stages.distill import DistillConfig, DistillStage
 from weakwater.train.trainer import Trainer
-
-
-def test_distillation_loss_by_hand():
-    # One supervised token with V = 2: student uniform, teacher logits (ln 3, 0) -> p_t = (3/4, 1/4).
-    student = torch.zeros(1, 2, 2)
-    teacher = torch.tensor([[[math.log(3), 0.0], [5.0, 0.0]]])
-    targets = torch.tensor([[0, IGNORE_INDEX]])  # the second position must not count
-    weights = torch.tensor([[1.0, 0.0]])  # the collator's weights: 0 where nothing is scored
-    kl = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)
-    ce = math.log(2)
-    total, count = distillation_loss(student, teacher, targets, weights, temperature=1.0, alpha=0.5)
-    assert total.item() == pytest.approx(0.5 * kl + 0.5 * ce, abs=1e-6) and count.item() == 1
-    # tau = 2: p_t = softmax(ln3 / 2, 0) = (sqrt3, 1) / (sqrt3 + 1); the KL is scaled by tau^2 = 4
-    pt = torch.tensor([math.sqrt(3), 1.0]) / (math.sqrt(3) + 1)
-    kl2 = float((pt * (pt / 0.5).log()).sum())
-    total, _ = distillation_loss(student, teacher, targets, weights * 3, temperature=2.0, alpha=1.0)
-    assert total.item() == pytest.approx(3 * 4 * kl2, abs=1e-6)  # token weight 3
-
-
-def test_kl_term_is_zero_when_teacher_is_student():
-    logits = torch.randn(2, 5, 11)
-    targets = torch.randint(0, 11, (2, 5))
-    targets[0, :2] = IGNORE_INDEX
-    weights = (targets != IGNORE_INDEX).float()
-    total, count = distillation_loss(logits, logits.clone(), targets, weights, temperature=2.0, alpha=1.0)
-    assert total.abs().item() < 1e-5 and count.item() == 8
 
 
 def chats(path, n=24):

@@ -19,8 +19,8 @@ from weakwater.train.stages.online_dpo import OnlineDPOConfig, OnlineDPOStage
 from weakwater.train.stages.rl import RLConfig, RLStage
 from weakwater.train.trainer import Trainer
 
-REPO = Path(__file__).resolve().parents[2]
-SCRIPT = Path(__file__).with_name("rl_run.py")
+REPO = Path(__file__).resolve().parents[3]
+SCRIPT = Path(__file__).parents[1] / "rl_run.py"
 
 # A user reward in TRL's convention: the share of reply tokens among ids 100-149 (about 7% for the random
 # initial model), so the groups' rewards differ and a policy that learns shows it.
