@@ -11,12 +11,8 @@ in the request's ``tools``, the calls come back as ``tool_calls``), as any OpenA
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 import urllib.request
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,29 +69,6 @@ def tool_task(
     }
 
 
-@contextmanager
-def serving(app: Any) -> Iterator[str]:
-    """Run an ASGI ``app`` with uvicorn on a free loopback port in a thread; yields its base URL."""
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the evaluation server did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
-
-
 def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
     request = urllib.request.Request(
         url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
@@ -114,14 +87,14 @@ def api_tool_task(
 ) -> dict[str, Any]:
     """:func:`tool_task`'s loop through ``/v1/chat/completions`` with ``tools``, greedy (temperature 0)."""
     from weakwater.infer import Generator
-    from weakwater.infer.server import ServerConfig, create_app
+    from weakwater.infer.server import ServerConfig, create_app, serve_in_thread
 
     rows = load_eval(eval_jsonl)[:limit]
     by_name = {t.name: t for t in tools}
     device = str(next(model.parameters()).device)
     app = create_app(Generator(model, tokenizer, device=device), ServerConfig(model_name="eval"))
     calls_made, correct = 0, 0
-    with serving(app) as url:
+    with serve_in_thread(app) as url:
         for row in rows:
             messages = list(row["messages"])
             request = {"messages": messages, "tools": row["tools"], "temperature": 0, "max_tokens": max_new_tokens}

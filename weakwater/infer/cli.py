@@ -45,15 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     mode.add_argument("--chat", action="store_true", help="force chat mode even for a pretrain-stage model")
     chat.add_argument("--system", help="a system message put before the conversation")
     chat.add_argument("--no-color", action="store_true", help="mark reasoning with [think] instead of dimming it")
-    chat.add_argument(
-        "--tools",
-        metavar="SPEC",
-        help="tools the model may call, comma-separated: builtin (= calculator + lookup), calculator, lookup "
-        "(the demo world's facts), or a Python file whose TOOLS list names its functions (it is run!)",
-    )
-    chat.add_argument(
-        "--world", metavar="FILE", help="world.json for the lookup tool (default: the demo's, found beside the model)"
-    )
+    _tool_flags(chat, "the model may call")
     _sampling_flags(chat, temperature=0.7, top_p=0.9, repetition_penalty=1.05, max_new_tokens=256)
     _runtime_flags(chat)
     chat.set_defaults(func=run_chat)
@@ -77,17 +69,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--name", help="model name clients must use (default: the model directory's name)")
     serve.add_argument("--max-batch", type=int, default=8, help="requests decoded together (default: 8)")
     serve.add_argument("--max-queue", type=int, default=256, help="waiting requests before 429 (default: 256)")
-    serve.add_argument(
-        "--tools",
-        metavar="SPEC",
-        help="tools the web chat may offer the model and run here (GET /v1/tools, POST /v1/tools/call): builtin, "
-        "calculator, lookup or a Python file, comma-separated. API clients always send and run their own tools",
-    )
-    serve.add_argument(
-        "--world", metavar="FILE", help="world.json for the lookup tool (default: found beside the model)"
+    _tool_flags(
+        serve,
+        "the web chat may offer the model and run here (GET /v1/tools, POST /v1/tools/call; API "
+        "clients send and run their own)",
     )
     _runtime_flags(serve)
     serve.set_defaults(func=run_serve)
+
+
+def _tool_flags(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--tools",
+        metavar="SPEC",
+        help=f"tools {what}, comma-separated: builtin (= calculator + lookup), calculator, lookup (the demo "
+        "world's facts), or a Python file whose TOOLS list names its functions (it is run!)",
+    )
+    p.add_argument("--world", metavar="FILE", help="world.json for lookup (default: the demo's, beside the model)")
 
 
 def _runtime_flags(p: argparse.ArgumentParser) -> None:

@@ -30,11 +30,14 @@ set. It is not hardened for the open internet: put it behind a TLS proxy with it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
+import socket
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -682,3 +685,29 @@ def _sse(obj: dict[str, Any]) -> str:
 def _stream_response(body: AsyncIterator[str]) -> StreamingResponse:
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(body, media_type="text/event-stream", headers=headers)
+
+
+@contextlib.contextmanager
+def serve_in_thread(app: FastAPI, timeout: float = 60.0) -> Iterator[str]:
+    """Run ``app`` with uvicorn on a free loopback port in a daemon thread; yields its base URL.
+
+    For in-process clients (the demo's OpenAI-API check, tests); ``weakwater serve`` runs uvicorn itself.
+    """
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the server did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
