@@ -41,6 +41,9 @@ RESULTS = {
              "general": {"before": _task(0.4), "after": _task(0.25)},
              "general_arith": {"before": _task(0.1), "after": _task(0.1)},
              "probe": {"recall": 0.75, "chance": 0.16}},
+    "tools": {"before": {"well_formed": 0.0, "accuracy": 0.0, "no_tools_accuracy": 0.02},
+              "after": {"well_formed": 0.98, "accuracy": 0.9, "no_tools_accuracy": 0.0},
+              "api": {"n": 40, "tool_calls": 1.0, "accuracy": 0.85}},
     "times_s": {"pretrain": 300.0, "total": 900.0},
 }  # fmt: skip
 
@@ -58,6 +61,14 @@ def test_report_verdicts(tmp_path):
     assert "before: ramble 20.0%, wrong 100.0%; after: ramble 60.0%, wrong 100.0%" in text
     assert "| dpo | targeted behaviour: rambling replies, sampled (lower is better) | 5.0% | 1.0% | yes |" in text
     assert "correct and concise 30.0% before, 70.0% after" in text
+    assert "| tools | well-formed tool calls, held-out prompts (target >= 95%) | 0.0% | 98.0% | yes |" in text
+    assert "| tools | 3-4 digit products: no tools -> with the calculator | 2.0% | 90.0% | yes |" in text
+    assert "| tools | same via the OpenAI API's tools (40 prompts) | - | 85.0% | yes |" in text
+    worse = copy.deepcopy(RESULTS)
+    worse["tools"]["after"] |= {"well_formed": 0.9, "accuracy": 0.3}
+    assert [ok for stage, *_, ok in headline_rows(worse) if stage == "tools"] == [False, False, True]
+    worse["tools"]["api"]["accuracy"] = 0.1  # the API must do what the model does in-process
+    assert [ok for stage, *_, ok in headline_rows(worse) if stage == "tools"][2] is False
     assert "among 160 sampled at temperature 1 (16 per held-out prompt)" in text
     assert "would score 16.0%" in text and "correctly in 75.0% of cases" in text
     more_rambling = copy.deepcopy(RESULTS)

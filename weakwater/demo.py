@@ -1,9 +1,9 @@
 """``weakwater demo``: the whole pipeline on the built-in synthetic world, on a CPU, with a report card.
 
-synth -> tokenizer -> prepare -> pretrain -> SFT -> distill -> DPO -> LoRA. Each stage runs through the one
-trainer into ``OUT/<stage>/`` (its model in ``OUT/<stage>/final``, loss curve ``OUT/<stage>/loss.png``), and
-is scored on held-out data against the previous stage's model, from real greedy generations and
-log-probs. ``OUT/report.md`` (+ ``report.json``) holds the table; see :mod:`weakwater.eval.report`.
+synth -> tokenizer -> prepare -> pretrain -> SFT -> distill -> DPO -> LoRA, and tools (from SFT). Each stage
+runs through the one trainer into ``OUT/<stage>/`` (its model in ``OUT/<stage>/final``, loss curve
+``OUT/<stage>/loss.png``), and is scored on held-out data against the previous stage's model, from real greedy
+generations and log-probs. ``OUT/report.md`` (+ ``report.json``) holds the table; see :mod:`weakwater.eval.report`.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ class Plan:
     distill_steps: int = 1200
     dpo_steps: int = 300  # at 100 steps the per-token preference of rambling pairs had not moved (seed 1)
     lora_steps: int = 1200  # at 200 steps the adapter had not learnt the domain facts (recall < 75%)
+    tool_steps: int = 600
     batch_size: int = 16
     eval_limit: int | None = None  # rows per eval file (None: all)
     # The smoke-test plan's 128-token context cuts most R1 answers; the real plan's 256 keeps them whole.
@@ -56,7 +57,7 @@ FAST = Plan(
     allow_truncation=True,
     size="small",
     vocab_size=600,
-    model={"dim": 64, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "max_seq_len": 128},
+    model={"dim": 64, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "max_seq_len": 256},  # tool prompts: ~170
     seq_len=96,
     pretrain_steps=40,
     pretrain_batch=8,
@@ -64,12 +65,13 @@ FAST = Plan(
     distill_steps=20,
     dpo_steps=10,
     lora_steps=20,
+    tool_steps=20,
     batch_size=8,
     eval_limit=16,
 )
 
 
-PARTS = ("data", "tokenizer", "shards", "pretrain", "sft", "distill", "dpo", "lora")
+PARTS = ("data", "tokenizer", "shards", "pretrain", "sft", "distill", "dpo", "lora", "tools")
 
 
 def scaled(plan: Plan, steps_scale: float, eval_limit: int | None) -> Plan:
@@ -185,6 +187,46 @@ def domain_probe(model: torch.nn.Module, tokenizer: Any, data_dir: Path) -> dict
     }
 
 
+def tool_template_text(data_dir: Path, rows: int = 60) -> Path:
+    """``rows`` tool conversations rendered through the chat template, as ``{"text"}`` lines for the tokenizer.
+
+    The template writes a fixed English preamble and JSON schema for the tools (Qwen's wording). From the
+    world's corpus alone BPE learns none of those words, so one prompt with the calculator took ~420 tokens,
+    more than the demo model's 256-token context; with these rows in the tokenizer's sample it takes ~150.
+    """
+    from weakwater.tokenizer.tokenizer import CHAT_TEMPLATE, _compile
+
+    template = _compile(CHAT_TEMPLATE)
+    lines = (data_dir / "tools.jsonl").read_text(encoding="utf-8").splitlines()[:rows]
+    texts = [template.render(messages=json.loads(line)["conversations"], tools=None) for line in lines]
+    out = data_dir / "tokenizer_tools.jsonl"
+    out.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts), encoding="utf-8")
+    return out
+
+
+def tool_stage(plan: Plan, out: Path, data: Path, tok: Any, init: Path, seed: int) -> dict[str, Any]:
+    """Tool use: SFT from ``init`` on calculator conversations (with SFT replay), scored on held-out products.
+
+    3-4 digit multiplication is beyond a tiny model's head (it learnt addition only), so the row that matters is
+    the accuracy with the calculator against the accuracy of the starting model without tools; the calls must
+    be well-formed (parsed by the same code the server and ``chat --tools`` use), and the same prompts are
+    also answered through the OpenAI API with the tools in the request.
+    """
+    from weakwater.eval.tooluse import api_tool_task, tool_task
+    from weakwater.infer.tools import CALCULATOR
+    from weakwater.train.stages.sft import SFTConfig, SFTStage
+
+    mix = replay_mix(data / "tools_mix.jsonl", data / "tools.jsonl", data / "sft.jsonl", 0.3, seed)
+    cfg = SFTConfig(data=str(mix), init=str(init), max_steps=plan.tool_steps, lr=1e-3,
+                    **{**_common(plan, out, "tools"), "seq_len": plan.model["max_seq_len"]})  # fmt: skip
+    model = load_model(_fit(cfg, SFTStage(cfg, tok), tok))
+    held_out = data / "eval_tools.jsonl"
+    before = tool_task(load_model(init), tok, held_out, [CALCULATOR], limit=plan.eval_limit)
+    after = tool_task(model, tok, held_out, [CALCULATOR], limit=plan.eval_limit)
+    api = api_tool_task(model, tok, held_out, [CALCULATOR], limit=min(plan.eval_limit or 40, 40))
+    return {"before": before, "after": after, "api": api}
+
+
 def replay_mix(dest: Path, main: Path, replay: Path, share: float, seed: int) -> Path:
     """``main``'s rows plus ``share`` * as many rows drawn from ``replay``, shuffled, written to ``dest``.
 
@@ -253,7 +295,8 @@ def run_demo(
     data = out / "data"
     generate(data, seed=seed, size=plan.size)
     tok_dir = out / "tokenizer"
-    train_tokenizer([data / "pretrain.jsonl"], tok_dir, vocab_size=plan.vocab_size, seed=seed)
+    tok_text = [data / "pretrain.jsonl", tool_template_text(data)]
+    train_tokenizer(tok_text, tok_dir, vocab_size=plan.vocab_size, seed=seed)
     tok = load_tokenizer(tok_dir)
     shards = out / "shards"
     prepare([data / "pretrain.jsonl"], tok_dir, shards, val_data=[data / "pretrain_val.jsonl"], workers=1)
@@ -341,7 +384,11 @@ def run_demo(
         "general_arith": {"before": task(dpo, "eval_arith.jsonl"), "after": task(lora, "eval_arith.jsonl")},
         "probe": domain_probe(lora, tok, data),
     }
-    lap("lora", t)
+    t = lap("lora", t)
+
+    # --- tools (from the SFT model: calling a calculator is a skill of its own, see tool_stage)
+    results["tools"] = tool_stage(plan, out, data, tok, out / "sft" / "final", seed)
+    lap("tools", t)
     times["total"] = round(time.perf_counter() - t0, 1)
     results["times_s"] = times
     report = write_report(out, results)
@@ -361,7 +408,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
         help="run the whole pipeline on built-in synthetic data and write a report card",
-        description="synth -> tokenizer -> prepare -> pretrain -> SFT -> distill -> DPO -> LoRA on CPU; each "
+        description="synth -> tokenizer -> prepare -> pretrain -> SFT -> distill -> DPO -> LoRA (+ tools) on CPU; each "
         "stage's run in OUT/<stage>/ (model in final/), held-out metrics per stage in OUT/report.md. A re-run "
         "replaces OUT's stage directories.",
     )

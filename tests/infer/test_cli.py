@@ -13,6 +13,7 @@ import sys
 import time
 
 import httpx
+import pytest
 
 from weakwater.cli import main
 from weakwater.infer import SamplingParams
@@ -221,3 +222,57 @@ def test_terminal_chat_has_line_editing_and_history():
     os.waitpid(pid, 0)
     got = [line.split("GOT ", 1)[1] for line in out.decode("utf-8", "replace").splitlines() if "GOT " in line]
     assert got == ["'abXc'", "'你Y好'", "'abXc'"], out
+
+
+def test_chat_tools_run_calls_and_feed_results_back(generator, monkeypatch):
+    """A reply with a call (split over deltas): the call and its result are shown dimmed, the result goes back
+    to the model as a tool turn, and the history holds the exchange as the chat template trains on it."""
+    from weakwater.infer.tools import CALCULATOR
+
+    call = '<tool_call>\n{"name": "calculator", "arguments": {"expression": "347 * 2891"}}\n</tool_call>'
+    replies = iter([["Let me", " compute.\n<tool_", call[6:40], call[40:]], ["1003177", "."]])
+    prompts: list[str] = []
+
+    def scripted(ids, params):
+        prompts.append(generator.tokenizer.decode(ids))
+        return iter(next(replies))
+
+    monkeypatch.setattr(generator, "stream_text", scripted)
+    monkeypatch.setattr(generator.model.config, "max_seq_len", 1024)  # room for the tools text (not decoded)
+    out = io.StringIO()
+    session = ChatSession(generator, SamplingParams(), out=out, color=True, tools=[CALCULATOR])
+    assert session.reply("What is 347 * 2891?") == "1003177."
+    assert '"name": "calculator"' in prompts[0] and "<tool_response>\n1003177\n</tool_response>" in prompts[1]
+    text = out.getvalue()
+    assert DIM + '-> calculator({"expression": "347 * 2891"})' + RESET in text
+    assert DIM + "<- 1003177" + RESET in text and "<tool_call>" not in text
+    assert [m["role"] for m in session.history] == ["user", "assistant", "tool", "assistant"]
+    assert session.history[1]["content"] == "Let me compute."
+    assert generator.tokenizer.render_chat(session._messages([])).count("<tool_call>\n{") == 2  # preamble + call
+
+
+def test_chat_tools_malformed_call_is_shown_as_text(generator, monkeypatch):
+    from weakwater.infer.tools import CALCULATOR
+
+    bad = '<tool_call>\n{"name": "calculator", "arguments": "oops"}\n</tool_call>'
+    monkeypatch.setattr(generator, "stream_text", lambda ids, params: iter([bad]))
+    monkeypatch.setattr(generator.model.config, "max_seq_len", 1024)
+    out = io.StringIO()
+    session = ChatSession(generator, SamplingParams(), out=out, color=False, tools=[CALCULATOR])
+    assert session.reply("q") == bad and bad in out.getvalue() and "[tool call]" not in out.getvalue()
+    assert [m["role"] for m in session.history] == ["user", "assistant"]
+
+
+@pytest.mark.slow
+def test_chat_tools_command_end_to_end(tool_model_dir, capsys):
+    """``weakwater chat --tools calculator`` with a model trained to call it: call, result, answer."""
+    from tests.conftest import TOOL_QUESTIONS
+
+    question, expression = next(iter(TOOL_QUESTIONS.items()))
+    flags = ["--prompt", question, "--temperature", "0", "--no-color", "--tools", "calculator"]
+    assert main(["chat", "--model", str(tool_model_dir), *flags]) == 0
+    out = capsys.readouterr().out
+    assert f'[tool call] -> calculator({{"expression": "{expression}"}})' in out
+    assert "[tool result] <- 1003177" in out and out.rstrip().endswith("1003177.")
+    assert main(["chat", "--model", str(tool_model_dir), "--prompt", "q", "--tools", "lookup"]) == 2
+    assert "needs the world" in capsys.readouterr().err

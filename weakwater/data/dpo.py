@@ -16,9 +16,10 @@ from torch.utils.data import Dataset
 
 from weakwater.data.chat import ConversationError, Message, _from_role_content, validate
 from weakwater.data.jsonl import SkipCounter
-from weakwater.data.sft import ChatTokenizer, LazyRecords, _require_rows, tokenize_conversation
+from weakwater.data.sft import LazyRecords, _require_rows, tokenize_conversation
 from weakwater.data.truncation import LengthReport, TruncationCounter, fit_window, measure
 from weakwater.model.loglik import IGNORE_INDEX
+from weakwater.tokenizer.tokenizer import ChatTokenizer
 
 
 def to_pair(record: Any) -> tuple[list[Message], list[Message]]:

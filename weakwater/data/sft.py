@@ -19,7 +19,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,19 +29,7 @@ from weakwater.data.chat import ConversationError, Message, read_conversations, 
 from weakwater.data.jsonl import DataError, SkipCounter
 from weakwater.data.truncation import LengthReport, TruncationCounter, fit_window, measure
 from weakwater.model.loglik import IGNORE_INDEX
-
-
-class ChatTokenizer(Protocol):
-    """The part of :class:`weakwater.tokenizer.Tokenizer` this module uses."""
-
-    im_start_id: int
-    im_end_id: int
-    eos_id: int
-
-    def encode(self, text: str) -> list[int]: ...
-    def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str: ...
-    def render_chat(self, messages: list[dict], add_generation_prompt: bool = False) -> str: ...
-    def token_to_id(self, token: str) -> int | None: ...
+from weakwater.tokenizer.tokenizer import ChatTokenizer
 
 
 def assistant_segments(tokenizer: ChatTokenizer, messages: list[Message]) -> list[tuple[str, bool]]:

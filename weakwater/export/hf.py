@@ -1,4 +1,5 @@
-"""Export a saved model as a Hugging Face ``LlamaForCausalLM`` directory (no ``trust_remote_code``).
+"""Export a saved model as a Hugging Face ``LlamaForCausalLM`` directory, ``Qwen3ForCausalLM`` for
+QK-norm models (no ``trust_remote_code`` either way).
 
 The model itself (config shape fields, weight names, RoPE scaling) is translated by the one mapping
 in ``model/hf.py``; this module adds the files around it: token ids, tokenizer, chat template,
@@ -129,7 +130,7 @@ def export_hf(
     merge_adapter: str | Path | None = None,
     dtype: str = "float32",
 ) -> Path:
-    """Write the HF Llama directory for the saved model in ``model_dir`` to ``out_dir``."""
+    """Write the HF directory (Llama, or Qwen3 for QK-norm) for the saved model in ``model_dir`` to ``out_dir``."""
     if dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     model_dir, out_dir = Path(model_dir), Path(out_dir)

@@ -11,24 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
 from weakwater.infer.fast import FastDecoder, supports_fast_path
 from weakwater.infer.sampling import SamplingParams, apply_repetition_penalty, sample_row
 from weakwater.model.llama import KVCache, Transformer
-
-
-class ChatTokenizer(Protocol):
-    """What generation needs from a tokenizer (``weakwater.tokenizer.Tokenizer`` provides it)."""
-
-    eos_id: int | None
-    im_end_id: int | None
-
-    def encode(self, text: str) -> list[int]: ...
-    def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str: ...
-    def render_chat(self, messages: list[dict[str, Any]], add_generation_prompt: bool = False) -> str: ...
+from weakwater.tokenizer.tokenizer import ChatTokenizer
 
 
 def end_token_ids(tokenizer: ChatTokenizer) -> tuple[int, ...]:

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from tokenizers import Tokenizer as _HFTokenizer
 
@@ -100,6 +100,20 @@ CHAT_TEMPLATE = """\
 """
 
 _REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
+
+
+class ChatTokenizer(Protocol):
+    """What data preparation, training and generation use of a tokenizer: :class:`Tokenizer` provides it,
+    and tests may pass a smaller stand-in. ``im_start_id``/``im_end_id`` are None without ChatML tokens."""
+
+    eos_id: int
+    im_start_id: int | None
+    im_end_id: int | None
+
+    def encode(self, text: str) -> list[int]: ...
+    def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str: ...
+    def render_chat(self, messages: list[dict], add_generation_prompt: bool = False, **kwargs: Any) -> str: ...
+    def token_to_id(self, token: str) -> int | None: ...
 
 
 class Tokenizer:
@@ -213,6 +227,12 @@ class Tokenizer:
             if reasoning is not None:  # transformers aliases older reasoning field names the same way
                 message = {"thinking": reasoning, **message, "reasoning_content": reasoning}
             chat.append(message)
+        if tools is None and chat and chat[0].get("role") == "system" and chat[0].get("tools"):
+            # MiniMind-3's shape: the tools ride on the system message. Templates (MiniMind's, Qwen's) read the
+            # ``tools`` variable, so hand them over as transformers would; an empty system prompt that only
+            # carried them is not a system prompt.
+            tools = chat[0]["tools"]
+            chat = chat[1:] if not chat[0].get("content") else [{**chat[0]}, *chat[1:]]
         if uses_tools and not self.supports_tools:
             raise ValueError(
                 f"the chat template of {self.dir} cannot render tools, tool calls or tool turns (a tokenizer trained "

@@ -25,7 +25,6 @@ global batch) are reported and accepted; changes that alter it (batch, learning 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -41,6 +40,7 @@ import torch
 
 from weakwater import console
 from weakwater.model.config import ModelConfig
+from weakwater.model.io import file_sha256
 from weakwater.train import distributed as wwdist
 from weakwater.train.config import ConfigError
 
@@ -69,11 +69,6 @@ RESUME_SAFE = frozenset(
 
 class CheckpointError(ValueError):
     """A checkpoint directory is missing files or fails its checksum."""
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _fsync_path(path: Path) -> None:
@@ -115,7 +110,7 @@ class CheckpointManager:
 
     def commit(self, tmp: Path, step: int) -> Path:
         """Seal ``tmp`` (checksums + fsync), rename it into place, point ``latest`` at it, prune."""
-        manifest = {"step": step, "files": {str(p.relative_to(tmp)): _sha256(p) for p in _files(tmp)}}
+        manifest = {"step": step, "files": {str(p.relative_to(tmp)): file_sha256(p) for p in _files(tmp)}}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
         for path in [*_files(tmp), tmp / MANIFEST]:
             _fsync_path(path)
@@ -161,7 +156,7 @@ class CheckpointManager:
             file = path / rel
             if not file.is_file():
                 raise CheckpointError(f"{path}: missing file {rel}")
-            if _sha256(file) != expected:
+            if file_sha256(file) != expected:
                 raise CheckpointError(f"{file}: sha256 mismatch, the checkpoint is corrupt")
 
     def candidates(self) -> list[Path]:
@@ -327,9 +322,12 @@ def check_run_dir(trainer: Trainer) -> None:
         raise ConfigError(
             f"{trainer.out} already holds checkpoints of a run: pass --resume to continue it or choose another --out"
         )
-    if not (existing[0] / TRAINER_FILE).is_file() and not (existing[0] / "state.json").is_file():
-        return  # an incomplete checkpoint: resume reports it and falls back to an older one
-    saved = read_trainer_state(existing[0])["model"]
+    if (existing[0] / "state.json").is_file():
+        read_trainer_state(existing[0])  # an older format: refused with what to do instead
+    try:
+        saved = read_trainer_state(existing[0])["model"]
+    except (ValueError, KeyError):
+        return  # unreadable: resume verifies every checkpoint, reports this one and falls back to an older one
     ours = trainer.model_config.to_dict()
     # A field newer than the checkpoint was at its default then (e.g. qk_norm off).
     defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -100,6 +101,12 @@ class StageContext:
         """One summary line on stderr from rank 0, above the progress bar (:func:`weakwater.console.say`)."""
         if self.is_main:
             console.say(message)
+
+
+def sampling_generator(seed: int, rank: int, device: torch.device) -> torch.Generator:
+    """``StageContext.generator``: a stream of its own per rank, apart from the dropout stream."""
+    mixed = int(np.random.SeedSequence([seed, rank, 0x5EED]).generate_state(1, np.uint64)[0])
+    return torch.Generator(device=device).manual_seed(mixed)
 
 
 def call_setup(stage: Stage, ctx: StageContext) -> None:

@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from weakwater import console
@@ -55,6 +54,7 @@ from weakwater.train.stage import (
     call_setup,
     has_rollout,
     load_stage_state,
+    sampling_generator,
     stage_state,
 )
 from weakwater.train.tracking import MetricsLog, Tracker, plot_curves
@@ -155,7 +155,7 @@ class Trainer:
             dtype=self.dtype,
             rank=self.dist.rank,
             world_size=self.dist.world_size,
-            generator=self._sampling_generator(),
+            generator=sampling_generator(cfg.seed, self.dist.rank, self.device),
             run_dir=self.out,
             total_steps=self.total_steps,
         )
@@ -175,11 +175,6 @@ class Trainer:
         self.metrics = MetricsLog(self.out / "metrics.jsonl")
 
     # ------------------------------------------------------------------ setup
-    def _sampling_generator(self) -> torch.Generator:
-        """The stages' sampling RNG: its own stream per rank, apart from the dropout stream (checkpointed)."""
-        seed = int(np.random.SeedSequence([self.cfg.seed, self.dist.rank, 0x5EED]).generate_state(1, np.uint64)[0])
-        return torch.Generator(device=self.device).manual_seed(seed)
-
     def _wrap_model(self) -> torch.nn.Module:
         """FSDP2 (in place) or DDP around the model, then optional torch.compile; returns what to call."""
         model: torch.nn.Module = self.model
@@ -466,10 +461,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ saving
     def _save_model_dir(self, path: Path, extra: dict[str, Any]) -> None:
+        """A plain model directory (``best/``, ``final/``) of the current weights; every rank calls it."""
         plain = build.plain_copy(self.model, self.model_config, self.cfg, self.is_main)
         if plain is not None:
-            tok_dir = getattr(self.tokenizer, "dir", None)
-            save_model(plain, path, tokenizer_dir=tok_dir, extra={"stage": self.stage.name, **extra})
+            extra = {"stage": self.stage.name, **extra}
+            save_model(plain, path, tokenizer_dir=getattr(self.tokenizer, "dir", None), extra=extra)
         wwdist.barrier()
 
     def _save_final(self) -> Path:
@@ -478,14 +474,8 @@ class Trainer:
             from weakwater.model.lora import save_adapter
 
             save_adapter(self.model, self.out / "adapter")
-        self._save_model_dir(
-            final,
-            {
-                "step": self.step,
-                "best_val_loss": self.best_val if math.isfinite(self.best_val) else None,
-                "train_config": to_dict(self.cfg),
-            },
-        )
+        best = self.best_val if math.isfinite(self.best_val) else None
+        self._save_model_dir(final, {"step": self.step, "best_val_loss": best, "train_config": to_dict(self.cfg)})
         if self.is_main:
             console.say(f"saved final model to {final}")
         return final
