@@ -13,11 +13,11 @@ from weakwater.data.jsonl import DataError
 from weakwater.data.sft import (
     ChatDataset,
     SFTCollator,
-    fit_window,
     line_offsets,
     tag_token_ids,
     tokenize_conversation,
 )
+from weakwater.data.truncation import fit_window
 from weakwater.model.loglik import IGNORE_INDEX
 from weakwater.tokenizer import load_tokenizer
 

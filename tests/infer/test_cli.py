@@ -133,14 +133,17 @@ def test_bench_decode_on_a_saved_model(tiny_model_dir, capsys):
     assert str(tiny_model_dir) in out and "ours int8 tok/s" in out and "HF" not in out
 
 
-def test_serve_command_answers_on_loopback(tiny_model_dir):
-    """``weakwater serve`` as a user runs it: a subprocess on a free port, API key from the env."""
+def test_serve_command_answers_on_loopback(tiny_model_dir, tmp_path):
+    """``weakwater serve`` as a user runs it: a subprocess on a free port, API key from the env. The model
+    id is the run's name (every run saves final/), each request gets one log line, /favicon.ico exists."""
+    model_dir = tmp_path / "runs" / "my-sft" / "final"
+    shutil.copytree(tiny_model_dir, model_dir)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
     env = {**os.environ, "WEAKWATER_API_KEY": "k"}
-    cmd = [sys.executable, "-m", "weakwater", "serve", "--model", str(tiny_model_dir), "--port", str(port)]
+    cmd = [sys.executable, "-m", "weakwater", "serve", "--model", str(model_dir), "--port", str(port)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 120
@@ -151,11 +154,74 @@ def test_serve_command_answers_on_loopback(tiny_model_dir):
             except httpx.TransportError:
                 assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
                 time.sleep(0.5)
-        assert r.status_code == 200 and r.json()["data"][0]["id"] == tiny_model_dir.name
+        assert r.status_code == 200 and r.json()["data"][0]["id"] == "my-sft"
         assert httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5).status_code == 401
+        icon = httpx.get(f"http://127.0.0.1:{port}/favicon.ico", timeout=5)
+        assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
+        chat = httpx.post(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            headers={"Authorization": "Bearer k"},
+            json={"model": "my-sft", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3},
+            timeout=60,
+        )
+        assert chat.status_code == 200
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        out = proc.communicate(timeout=30)[0]
+    log = [line for line in out.splitlines() if line.startswith('127.0.0.1 "')]
+    assert len(log) == 4, out
+    assert log[0].startswith('127.0.0.1 "GET /v1/models" 200 ') and log[1].startswith('127.0.0.1 "GET /v1/models" 401')
+    assert log[2].startswith('127.0.0.1 "GET /favicon.ico" 200')
+    completion = chat.json()["usage"]["completion_tokens"]
+    assert log[3].startswith('127.0.0.1 "POST /v1/chat/completions" 200') and log[3].endswith(f"+{completion}")
+
+
+def test_model_id_names_the_run():
+    from weakwater.infer.cli import model_id
+
+    assert model_id("runs/sft/final") == "sft" and model_id("runs/dpo/best") == "dpo"
+    assert model_id("runs/pt/checkpoints/step_0000400") == "pt-step_0000400"
+    assert model_id("models/minimind2-26m") == "minimind2-26m"
+
+
+def test_serve_model_name_flag(tiny_model_dir):
+    from weakwater.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "--model", str(tiny_model_dir), "--model-name", "mine"])
+    assert args.name == "mine"
+
+
+def test_terminal_chat_has_line_editing_and_history():
+    """Under a terminal, arrow keys edit the line (also between CJK characters) and recall earlier lines,
+    instead of arriving as escape codes in the message."""
+    import pty
+
+    script = (
+        "from weakwater.infer.cli import line_reader\n"
+        "read = line_reader()\n"
+        "for _ in range(3):\n"
+        "    print('GOT ' + repr(read('> ')), flush=True)\n"
+    )
+    pid, fd = pty.fork()
+    if pid == 0:  # child: stdin/stdout are the pty
+        os.execv(sys.executable, [sys.executable, "-c", script])
+    left, up = b"\x1b[D", b"\x1b[A"
+    keys = [b"abc" + left + b"X\r", "你好".encode() + left + b"Y\r", up + up + b"\r"]
+    out = b""
+    for k in keys:
+        deadline = time.monotonic() + 60
+        while out.count(b"> ") < keys.index(k) + 1 and time.monotonic() < deadline:
+            out += os.read(fd, 4096)
+        os.write(fd, k)
+    deadline = time.monotonic() + 60
+    while out.count(b"GOT ") < 3 and time.monotonic() < deadline:
+        try:
+            out += os.read(fd, 4096)
+        except OSError:
+            break
+    os.waitpid(pid, 0)
+    got = [line.split("GOT ", 1)[1] for line in out.decode("utf-8", "replace").splitlines() if "GOT " in line]
+    assert got == ["'abXc'", "'你Y好'", "'abXc'"], out
 
 
 def test_chat_tools_run_calls_and_feed_results_back(generator, monkeypatch):

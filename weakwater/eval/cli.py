@@ -29,7 +29,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     ppl = ev_sub.add_parser("ppl", aliases=["bpb"], help="loss, perplexity and bits-per-byte on a JSONL text file")
     _common(ppl)
-    ppl.add_argument("--data", required=True, metavar="FILE.jsonl", help='JSONL rows with a text field ({"text": ...})')
+    ppl.add_argument(
+        "--data",
+        required=True,
+        metavar="FILE.jsonl",
+        help="JSONL: text rows, chats or preference pairs (read as tokenizer stats reads them)",
+    )
     ppl.add_argument("--field", default="text", help="name of the text field (default: text)")
     ppl.add_argument("--max-docs", type=int, help="only the first N documents")
     ppl.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")

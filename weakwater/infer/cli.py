@@ -11,10 +11,12 @@ tokenizer has no chat template (``--chat`` forces chat mode).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -35,8 +37,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     chat = sub.add_parser(
         "chat",
         help="talk to a saved model in the terminal (streamed; /reset, /exit)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Chat with a saved model in the terminal, replies streamed as they are generated. Chat mode "
+        "renders the conversation with the model's chat template and ends a reply at its end-of-turn token. "
+        "--raw continues plain text, for pretrained models that never saw a chat template; it is chosen "
+        "automatically for a pretrain-stage model or a tokenizer without a chat template (--chat forces chat "
+        "mode). Arrow keys edit the line and recall earlier messages; /reset clears the history, /exit quits.",
     )
     chat.add_argument("--model", metavar="DIR", required=True, help="a saved model directory")
     chat.add_argument("--prompt", help="answer this one message and exit (one-shot mode)")
@@ -66,7 +71,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=os.environ.get("WEAKWATER_API_KEY"),
         help="require 'Authorization: Bearer KEY' on /v1/* (default: $WEAKWATER_API_KEY; unset: no key)",
     )
-    serve.add_argument("--name", help="model name clients must use (default: the model directory's name)")
+    serve.add_argument(
+        "--model-name",
+        "--name",
+        dest="name",
+        help="model id clients see and send (default: the run's name, e.g. sft for runs/sft/final)",
+    )
     serve.add_argument("--max-batch", type=int, default=8, help="requests decoded together (default: 8)")
     serve.add_argument("--max-queue", type=int, default=256, help="waiting requests before 429 (default: 256)")
     _tool_flags(
@@ -147,9 +157,11 @@ def run_chat(args: argparse.Namespace) -> int:
         return 0
     mode = "raw continuation" if raw else "chat" + (f", tools: {', '.join(t.name for t in tools)}" if tools else "")
     print(f"weakwater chat ({mode}, context {gen.max_seq_len} tokens). /reset clears history, /exit quits.")
+    read_line = line_reader()
     while True:
+        print()
         try:
-            line = input("\n> ")
+            line = read_line("> ")
         except EOFError:
             print()
             return 0
@@ -162,6 +174,18 @@ def run_chat(args: argparse.Namespace) -> int:
             continue
         if command:
             session.reply(line)
+
+
+def line_reader() -> Callable[[str], str]:
+    """``input`` with line editing and history when stdin is a terminal: arrow keys move the cursor and
+    recall earlier messages instead of inserting escape codes, and a Chinese input method can correct
+    what it typed. Importing the standard ``readline`` module is what switches this on for ``input``;
+    where it does not exist (Windows), the console's own editing applies.
+    """
+    if sys.stdin.isatty():
+        with contextlib.suppress(ImportError):
+            import readline  # noqa: F401  (imported for its effect on input())
+    return input
 
 
 class ChatSession:
@@ -178,7 +202,7 @@ class ChatSession:
         tools: list[Tool] | None = None,
     ) -> None:
         self.gen, self.raw, self.system, self.color = gen, raw, system, color
-        self.params = params if raw else gen.chat_params(params)
+        self.params = gen.reply_params(params)  # raw mode too: <|endoftext|> ends a document
         self.out = out or sys.stdout
         self.tools = {t.name: t for t in tools or []}
         self.history: list[dict[str, Any]] = []
@@ -329,17 +353,33 @@ def run_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     config = ServerConfig(
-        model_name=args.name or Path(args.model).resolve().name,
+        model_name=args.name or model_id(args.model),
         api_key=args.api_key,
         loopback_only_hosts=loopback,
         max_batch=args.max_batch,
         max_queue=args.max_queue,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
         tools=resolve_tools(args.tools, args.world or find_world(args.model)) if args.tools else None,
     )
     app = create_app(gen, config)
     print(f"serving {config.model_name!r} on http://{args.host}:{args.port}/ (OpenAI API under /v1)")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
+
+
+# Directory names the trainer gives every run's models: they say nothing about which model it is.
+RUN_SUBDIRS = ("final", "best", "adapter")
+
+
+def model_id(model_dir: str | Path) -> str:
+    """A meaningful id for a saved model: ``runs/sft/final`` -> ``sft``, ``models/minimind2`` -> ``minimind2``,
+    ``runs/pt/checkpoints/step_0000400`` -> ``pt-step_0000400``."""
+    path = Path(model_dir).resolve()
+    if path.name in RUN_SUBDIRS and path.parent.name:
+        return path.parent.name
+    if path.parent.name == "checkpoints" and path.parent.parent.name:
+        return f"{path.parent.parent.name}-{path.name}"
+    return path.name or "model"
 
 
 def _is_loopback(host: str) -> bool:

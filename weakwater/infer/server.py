@@ -37,7 +37,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -49,7 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from weakwater.data.chat import ConversationError, to_messages
-from weakwater.infer.generate import Generator, StepEvent, TextStream, chat_stop_ids
+from weakwater.infer.generate import Generator, StepEvent, TextStream, end_token_ids
 from weakwater.infer.reasoning import ReasoningSplitter, prompt_opens_think
 from weakwater.infer.sampling import SamplingParams
 from weakwater.infer.scheduler import Job, QueueFullError, Scheduler
@@ -200,6 +200,7 @@ class ServerConfig:
     max_body_bytes: int = 1 << 20
     max_batch: int = 8
     max_queue: int = 256
+    log: Callable[[str], None] | None = None  # one line per request (serve: stderr)
     tools: list[Tool] | None = None  # tools the web chat may offer and run (``serve --tools``)
 
 
@@ -215,12 +216,16 @@ def create_app(generator: Generator, config: ServerConfig) -> FastAPI:
 
     @app.middleware("http")
     async def guard(request: Request, call_next):  # type: ignore[no-untyped-def]
+        start = time.perf_counter()
         try:
             _check_request(request, config)
         except APIError as e:
-            return e.response()
-        response = await call_next(request)
+            response: Response = e.response()
+        else:
+            response = await call_next(request)
         response.headers["X-Content-Type-Options"] = "nosniff"
+        if config.log is not None:
+            _log_when_sent(request, response, start, config.log)
         return response
 
     @app.exception_handler(APIError)
@@ -256,12 +261,12 @@ def create_app(generator: Generator, config: ServerConfig) -> FastAPI:
         return api.model_card()
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(body: ChatRequest) -> Response:
-        return await api.chat(body)
+    async def chat_completions(body: ChatRequest, request: Request) -> Response:
+        return await api.chat(body, request.state)
 
     @app.post("/v1/completions")
-    async def completions(body: CompletionRequest) -> Response:
-        return await api.complete(body)
+    async def completions(body: CompletionRequest, request: Request) -> Response:
+        return await api.complete(body, request.state)
 
     @app.get("/v1/tools")
     async def list_tools() -> dict[str, Any]:
@@ -279,7 +284,37 @@ def create_app(generator: Generator, config: ServerConfig) -> FastAPI:
     async def static(name: str) -> FileResponse:
         return _static(name)
 
+    @app.get("/favicon.ico")
+    async def favicon() -> FileResponse:  # browsers ask for it on every page
+        return _static("favicon.svg")
+
     return app
+
+
+def _log_when_sent(request: Request, response: Response, start: float, log: Callable[[str], None]) -> None:
+    """One line per request once its last byte is sent (a stream's end, not its first chunk): client,
+    method, path, status, seconds, and the token counts of a generation."""
+
+    def line() -> str:
+        client = request.client.host if request.client else "-"
+        usage = getattr(request.state, "usage", None)
+        tokens = f" tokens {usage.prompt}+{usage.completion}" if usage is not None else ""
+        seconds = time.perf_counter() - start
+        return f'{client} "{request.method} {request.url.path}" {response.status_code} {seconds:.2f}s{tokens}'
+
+    body = getattr(response, "body_iterator", None)
+    if body is None:
+        log(line())
+        return
+
+    async def logged() -> AsyncIterator[Any]:
+        try:
+            async for chunk in body:
+                yield chunk
+        finally:
+            log(line())
+
+    response.body_iterator = logged()  # type: ignore[attr-defined]
 
 
 def _static(name: str) -> FileResponse:
@@ -446,17 +481,19 @@ class _Api:
             prefix = CALL_OPEN
         return prompt_text + prefix, (names if choice != "none" else None), prefix
 
-    async def chat(self, body: ChatRequest) -> Response:
+    async def chat(self, body: ChatRequest, state: Any = None) -> Response:
         self.check_model(body.model)
         prompt_text, tool_names, prefix = self._chat_prompt(body)
         prompt = self.tok.encode(prompt_text)
-        params = self.params(body, len(prompt), chat_stop_ids(self.tok), body.max_completion_tokens or body.max_tokens)
+        params = self.params(body, len(prompt), end_token_ids(self.tok), body.max_completion_tokens or body.max_tokens)
         job, events = self.submit(prompt, params)
         rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         base = {"id": rid, "created": created, "model": self.config.model_name, "system_fingerprint": None}
         text = TextStream(self._decode, params.stop)
         split = ReasoningSplitter(in_think=prompt_opens_think(prompt_text) and not prefix)
         usage = _Usage(len(prompt))
+        if state is not None:  # for the request's log line
+            state.usage = usage
         one_call = body.parallel_tool_calls is False
 
         async def deltas() -> AsyncIterator[tuple[str, str, str | None]]:
@@ -575,7 +612,7 @@ class _Api:
 
     # ----- /v1/completions -----
 
-    async def complete(self, body: CompletionRequest) -> Response:
+    async def complete(self, body: CompletionRequest, state: Any = None) -> Response:
         self.check_model(body.model)
         if body.echo or body.logprobs:
             raise APIError(400, "echo and logprobs are not supported", param="echo" if body.echo else "logprobs")
@@ -588,13 +625,14 @@ class _Api:
             prompt = self.tok.encode(body.prompt)
             if not prompt:
                 raise APIError(400, "prompt is empty", param="prompt")
-        stop_ids = () if self.tok.eos_id is None else (self.tok.eos_id,)
-        params = self.params(body, len(prompt), stop_ids, body.max_tokens or 16)
+        params = self.params(body, len(prompt), end_token_ids(self.tok), body.max_tokens or 16)
         job, events = self.submit(prompt, params)
         rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
         base = {"id": rid, "object": "text_completion", "created": created, "model": self.config.model_name}
         text = TextStream(self._decode, params.stop)
         usage = _Usage(len(prompt))
+        if state is not None:  # for the request's log line
+            state.usage = usage
 
         async def deltas() -> AsyncIterator[tuple[str, str | None]]:
             async for ev in self._events(job, events):

@@ -25,7 +25,6 @@ The stage never sees the Trainer, only a :class:`StageContext`.
 from __future__ import annotations
 
 import contextlib
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -34,6 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from weakwater import console
 from weakwater.device import autocast
 
 Metrics = dict[str, torch.Tensor]
@@ -98,9 +98,9 @@ class StageContext:
         return autocast(self.device, self.dtype)
 
     def say(self, message: str) -> None:
-        """One summary line on stderr from rank 0 (the progress bar also writes there)."""
+        """One summary line on stderr from rank 0, above the progress bar (:func:`weakwater.console.say`)."""
         if self.is_main:
-            print(message, file=sys.stderr, flush=True)
+            console.say(message)
 
 
 def sampling_generator(seed: int, rank: int, device: torch.device) -> torch.Generator:
