@@ -98,3 +98,56 @@ def make_model_dir(bpe_tokenizer_dir):
         return save_model(model, out, tokenizer_dir=bpe_tokenizer_dir)
 
     return make
+
+
+TOOL_QUESTIONS = {"What is 347 * 2891?": "347 * 2891", "Compute 56 × 78.": "56 * 78"}
+
+
+@pytest.fixture(scope="session")
+def tool_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny model fine-tuned (our SFT stage) to call the calculator for two questions, then state its result:
+    the real behaviour the tool-calling server paths need, from a model that fits in a test."""
+    import json
+
+    import torch
+
+    from weakwater.data.synth.tasks import tool_conversation
+    from weakwater.infer.tools import CALCULATOR, calculate
+    from weakwater.model import ModelConfig, Transformer, save_model
+    from weakwater.tokenizer import load_tokenizer
+    from weakwater.tokenizer.tokenizer import CHAT_TEMPLATE, _compile
+    from weakwater.tokenizer.train import train_tokenizer
+    from weakwater.train.stages.sft import SFTConfig, SFTStage
+    from weakwater.train.trainer import Trainer
+
+    out = tmp_path_factory.mktemp("toolbot")
+    rows = []
+    for question, expression in TOOL_QUESTIONS.items():
+        result = calculate(expression)
+        qa = type("QA", (), {"question": question, "reply": f"{result}."})
+        conv = [
+            {"role": "system", "content": "", "tools": [CALCULATOR.schema()]},
+            *tool_conversation(qa, expression, result),
+        ]
+        rows.append({"conversations": conv})
+    (out / "sft.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows * 8))
+    text = [_compile(CHAT_TEMPLATE).render(messages=r["conversations"], tools=None) for r in rows]
+    (out / "text.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in text * 20))
+    train_tokenizer([out / "text.jsonl"], out / "tok", vocab_size=1000)
+    tok = load_tokenizer(out / "tok")
+    torch.manual_seed(0)
+    shape = dict(vocab_size=tok.vocab_size, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=320)
+    init = save_model(Transformer(ModelConfig(**shape)), out / "init", tokenizer_dir=out / "tok")
+    cfg = SFTConfig(data=str(out / "sft.jsonl"), init=str(init), out=str(out / "run"), max_steps=120, lr=3e-3,
+                    warmup_steps=5, batch_size=4, seq_len=319, eval_every=0, save_every=0, log_every=50,
+                    device="cpu")  # fmt: skip
+    return Trainer(cfg, SFTStage(cfg, tok), tokenizer=tok).fit()
+
+
+@pytest.fixture(scope="session")
+def tool_generator(tool_model_dir: Path):
+    from weakwater.infer import Generator
+    from weakwater.model import load_model
+    from weakwater.tokenizer import load_tokenizer
+
+    return Generator(load_model(tool_model_dir), load_tokenizer(tool_model_dir))

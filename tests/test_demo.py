@@ -1,4 +1,4 @@
-"""The demo's pieces: language-model metrics against hand values, and the report card's verdicts.
+"""The demo's report card verdicts (its measurements: tests/eval/test_demo_tasks.py) and the whole pipeline.
 
 The whole pipeline (``weakwater demo --fast``) takes minutes on a shared 2-core machine, so it runs only
 with ``WEAKWATER_RUN_DEMO=1``; its stages are covered by the stage tests.
@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 
 import pytest
-import torch
 
-from weakwater.demo import language_model_metrics
 from weakwater.eval.report import headline_rows, render, write_report
 
 
@@ -41,6 +38,9 @@ RESULTS = {
              "general": {"before": _task(0.4), "after": _task(0.25)},
              "general_arith": {"before": _task(0.1), "after": _task(0.1)},
              "probe": {"recall": 0.75, "chance": 0.16}},
+    "tools": {"before": {"well_formed": 0.0, "accuracy": 0.0, "no_tools_accuracy": 0.02},
+              "after": {"well_formed": 0.98, "accuracy": 0.9, "no_tools_accuracy": 0.0},
+              "api": {"n": 40, "tool_calls": 1.0, "accuracy": 0.85}},
     "times_s": {"pretrain": 300.0, "total": 900.0},
 }  # fmt: skip
 
@@ -58,6 +58,14 @@ def test_report_verdicts(tmp_path):
     assert "before: ramble 20.0%, wrong 100.0%; after: ramble 60.0%, wrong 100.0%" in text
     assert "| dpo | targeted behaviour: rambling replies, sampled (lower is better) | 5.0% | 1.0% | yes |" in text
     assert "correct and concise 30.0% before, 70.0% after" in text
+    assert "| tools | well-formed tool calls, held-out prompts (target >= 95%) | 0.0% | 98.0% | yes |" in text
+    assert "| tools | 3-4 digit products: no tools -> with the calculator | 2.0% | 90.0% | yes |" in text
+    assert "| tools | same via the OpenAI API's tools (40 prompts) | - | 85.0% | yes |" in text
+    worse = copy.deepcopy(RESULTS)
+    worse["tools"]["after"] |= {"well_formed": 0.9, "accuracy": 0.3}
+    assert [ok for stage, *_, ok in headline_rows(worse) if stage == "tools"] == [False, False, True]
+    worse["tools"]["api"]["accuracy"] = 0.1  # the API must do what the model does in-process
+    assert [ok for stage, *_, ok in headline_rows(worse) if stage == "tools"][2] is False
     assert "among 160 sampled at temperature 1 (16 per held-out prompt)" in text
     assert "would score 16.0%" in text and "correctly in 75.0% of cases" in text
     more_rambling = copy.deepcopy(RESULTS)
@@ -69,56 +77,6 @@ def test_report_verdicts(tmp_path):
     broken = copy.deepcopy(RESULTS)
     broken["pretrain"]["bits_per_byte"] = 4.0
     assert "| pretrain | val bits/byte (unigram baseline -> model) | 3.500 | 4.000 | NO |" in render(broken)
-
-
-def test_domain_probe_recall_and_chance(tmp_path, monkeypatch):
-    import weakwater.demo as demo
-    from weakwater.data.synth.generate import generate
-
-    generate(tmp_path, seed=0, size="small")
-    world = json.loads((tmp_path / "world.json").read_text(encoding="utf-8"))
-    kinds = {"colour": 10, "legs": 4, "food": 8, "region": 6}
-    chance = sum(1 / kinds[c["heldout_attribute"]] for c in world["creatures"]) / len(world["creatures"])
-    everything = " ".join(
-        f"{c['colour'][lang]} {c['food'][lang]} {c['region'][lang]} {c['legs']} legs {c['legs']}条腿"
-        for c in world["creatures"]
-        for lang in ("en", "zh")
-    )
-    for reply, recall in (("", 0.0), (everything, 1.0)):
-        monkeypatch.setattr(demo, "generate_answers", lambda model, tok, prompts, r=reply, **kw: [r] * len(prompts))
-        probe = demo.domain_probe(None, None, tmp_path)
-        assert probe == pytest.approx({"recall": recall, "chance": chance})
-
-
-class Uniform(torch.nn.Module):
-    """Predicts every token with probability 1/V: its loss is exactly ln V."""
-
-    def __init__(self, vocab: int) -> None:
-        super().__init__()
-        self.vocab = vocab
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(*ids.shape, self.vocab)
-
-
-def test_language_model_metrics_by_hand(tmp_path, bpe_tokenizer_dir):
-    from weakwater.data.prepare import prepare
-    from weakwater.tokenizer import load_tokenizer
-
-    tok = load_tokenizer(bpe_tokenizer_dir)
-    docs = tmp_path / "docs.jsonl"
-    val = tmp_path / "val.jsonl"
-    docs.write_text("".join(json.dumps({"text": f"The river flows east {i}. 河水向东流。"}) + "\n" for i in range(40)))
-    val.write_text(json.dumps({"text": "Small models learn fast on small data."}) + "\n")
-    prepare([docs], bpe_tokenizer_dir, tmp_path / "shards", val_data=[val], workers=1)
-    m = language_model_metrics(Uniform(tok.vocab_size), tmp_path / "shards", tok, seq_len=8)
-    assert m["val_loss"] == pytest.approx(math.log(tok.vocab_size), rel=1e-5)
-    n_bytes = len(b"Small models learn fast on small data.")
-    n_targets = len(tok.encode("Small models learn fast on small data.")) - 1
-    # bits/byte = total nats / ln 2 / bytes; the val split may add a document separator token
-    assert m["bits_per_byte"] == pytest.approx(m["val_loss"] * m["val_tokens"] / math.log(2) / n_bytes, rel=1e-6)
-    assert m["val_tokens"] >= n_targets
-    assert m["unigram_loss"] > 0
 
 
 @pytest.mark.slow

@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from weakwater import console
+
+    console.install()  # a dead stdout/stderr pipe must never kill a run before it saves (console.py)
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

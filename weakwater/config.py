@@ -127,6 +127,11 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, .
         if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
             default = f.default_factory()  # type: ignore[misc]
         help_text = f.metadata.get("help", "")
+        if isinstance(default, (list, tuple)):  # shown the way it is typed: --lora-targets q_proj,k_proj
+            default = ",".join(map(str, default))
+        elif default is None:
+            default = "unset"
+        shown = f" (default: {default})" if default != "" else ""
         flag = "--" + f.name.replace("_", "-")
         if tp is bool:
             parser.add_argument(
@@ -134,7 +139,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, .
                 dest=f.name,
                 action=argparse.BooleanOptionalAction,
                 default=argparse.SUPPRESS,
-                help=f"{help_text} (default: {default})",
+                help=f"{help_text}{shown}",
             )
         else:
             parser.add_argument(
@@ -142,7 +147,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, .
                 dest=f.name,
                 default=argparse.SUPPRESS,
                 metavar=f.name.upper(),
-                help=f"{help_text} (default: {default})",
+                help=f"{help_text}{shown}",
             )
 
 

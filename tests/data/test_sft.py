@@ -13,11 +13,11 @@ from weakwater.data.jsonl import DataError
 from weakwater.data.sft import (
     ChatDataset,
     SFTCollator,
-    fit_window,
     line_offsets,
     tag_token_ids,
     tokenize_conversation,
 )
+from weakwater.data.truncation import fit_window
 from weakwater.model.loglik import IGNORE_INDEX
 from weakwater.tokenizer import load_tokenizer
 
@@ -68,18 +68,23 @@ def test_mask_token_by_token(tokenizer):
     assert "terse" not in supervised and "12 + 35?" not in supervised
 
 
-def test_mask_exact_text_with_our_template(bpe_tokenizer_dir):
-    """Our ChatML template, token by token: supervised text is the two replies each closed by <|im_end|>,
-    and the unsupervised text is everything else of the rendered conversation, in order."""
-    tok = load_tokenizer(bpe_tokenizer_dir)
-    ids, mask = tokenize_conversation(tok, CONV)
+def supervised_runs(tok, ids: list[int], mask: list[bool]) -> list[tuple[bool, str]]:
+    """The conversation as (supervised?, text) runs of consecutive tokens with the same flag."""
     runs: list[tuple[bool, list[int]]] = []
     for token, sup in zip(ids, mask):
         if runs and runs[-1][0] == sup:
             runs[-1][1].append(token)
         else:
             runs.append((sup, [token]))
-    assert [(sup, tok.decode(r)) for sup, r in runs] == [
+    return [(sup, tok.decode(r)) for sup, r in runs]
+
+
+def test_mask_exact_text_with_our_template(bpe_tokenizer_dir):
+    """Our ChatML template, token by token: supervised text is the two replies each closed by <|im_end|>,
+    and the unsupervised text is everything else of the rendered conversation, in order."""
+    tok = load_tokenizer(bpe_tokenizer_dir)
+    ids, mask = tokenize_conversation(tok, CONV)
+    assert supervised_runs(tok, ids, mask) == [
         (False, "<|im_start|>system\nYou are terse.<|im_end|>\n<|im_start|>user\nWhat is 12 + 35?<|im_end|>\n"
                 "<|im_start|>assistant\n"),
         (True, CONV[2]["content"] + "<|im_end|>"),
@@ -223,13 +228,7 @@ def test_tool_mask_token_by_token(tool_tokenizer):
 
     tok = tool_tokenizer
     ids, mask = tokenize_conversation(tok, to_messages(TOOL_RECORD))
-    runs: list[tuple[bool, list[int]]] = []
-    for token, sup in zip(ids, mask):
-        if runs and runs[-1][0] == sup:
-            runs[-1][1].append(token)
-        else:
-            runs.append((sup, [token]))
-    text = [(sup, tok.decode(r)) for sup, r in runs]
+    text = supervised_runs(tok, ids, mask)
     assert [sup for sup, _ in text] == [False, True, False, True, False]
     assert text[0][1].startswith("<|im_start|>system\n# Tools") and text[0][1].endswith(
         "<|im_start|>user\n12 * 35?<|im_end|>\n<|im_start|>assistant\n"
@@ -250,6 +249,7 @@ def test_tool_mask_minimind_tokenizers(tokenizer):
     if not tokenizer.supports_tools:
         pytest.skip("template without tools")
     ids, mask = tokenize_conversation(tokenizer, to_messages(TOOL_RECORD))
+    assert "# Tools" in tokenizer.decode(ids) and '{"name": "calc"}' in tokenizer.decode(ids)
     supervised = tokenizer.decode([i for i, m in zip(ids, mask) if m])
     assert '<tool_call>\n{"name": "calc", "arguments": {"e": "12*35"}}\n</tool_call><|im_end|>' in supervised
     assert supervised.endswith("420.<|im_end|>") and "<tool_response>" not in supervised

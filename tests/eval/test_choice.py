@@ -68,6 +68,12 @@ def test_read_csv_variants(tmp_path):
     write_csv(tmp_path / "bad.csv", ["question", "A", "B", "C", "D", "answer"], [["q", "1", "2", "3", "4", "E"]])
     with pytest.raises(ValueError, match=r"bad.csv:2: column 'answer'"):
         read_choice_csv(tmp_path / "bad.csv")
+    # Lenient reading reports the bad row with its line and keeps the others.
+    write_csv(tmp_path / "mixed.csv", ["question", "A", "B", "C", "D", "answer"],
+              [["q", "1", "2", "3", "4", "E"], ["q2", "1", "2", "3", "4", "b"]])  # fmt: skip
+    malformed: list[str] = []
+    assert [q.answer for q in read_questions(tmp_path / "mixed.csv", malformed)] == ["B"]
+    assert malformed == [f"{tmp_path / 'mixed.csv'}:2: column 'answer' must be one of A-D, got 'E'"]
     write_csv(tmp_path / "cols.csv", ["question", "A", "B"], [["q", "1", "2"]])
     with pytest.raises(ValueError, match="missing column"):
         read_choice_csv(tmp_path / "cols.csv")

@@ -14,7 +14,6 @@ from weakwater.eval.needle import (
     make_trial,
     plot_heatmaps,
     score_trials,
-    training_rows,
 )
 from weakwater.model.io import load_model
 from weakwater.tokenizer import load_tokenizer
@@ -76,15 +75,3 @@ def test_runs_past_the_context_and_plots(tmp_path, make_model_dir, bpe_tokenizer
     assert result["mean_tokens"]["128"] > 64  # prompts really ran past the model's context
     png = plot_heatmaps({"a": result, "b": result}, tmp_path / "needle.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_training_rows_teach_the_scored_reply(bpe_tokenizer_dir):
-    tok = load_tokenizer(bpe_tokenizer_dir)
-    rows = training_rows(tok, 4, max_len=120, seed=0)
-    for row in rows:
-        user, reply = row["conversations"]
-        assert user["role"] == "user" and reply["role"] == "assistant"
-        key = reply["content"].rstrip(".。")[-5:]
-        assert (
-            key.isdigit() and NEEDLE["en" if reply["content"].endswith(".") else "zh"].format(k=key) in user["content"]
-        )

@@ -80,3 +80,22 @@ def test_no_documents_is_an_error(tmp_path, make_model_dir, capsys):
     write_jsonl(tmp_path / "d.jsonl", [{"content": "x"}])
     assert main(["eval", "ppl", "--model", str(model_dir), "--data", str(tmp_path / "d.jsonl")]) == 2
     assert "no documents" in capsys.readouterr().err
+
+
+def test_chat_and_preference_files_are_read_like_tokenizer_stats(tmp_path, bpe_tokenizer_dir, reference_dir, capsys):
+    """One reader of "the text in this file": `eval ppl` scores the chat and DPO files that
+    `tokenizer stats` measures, and both see the same documents."""
+    from weakwater.data.chat import record_text
+
+    tok = load_tokenizer(bpe_tokenizer_dir)
+    for name in ("sft.jsonl", "r1.jsonl", "dpo.jsonl"):
+        lines = (reference_dir / "data" / name).read_text(encoding="utf-8").splitlines()[:3]
+        path = tmp_path / name
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        texts = [record_text(json.loads(line), "text", name) for line in lines]
+        result = evaluate_ppl(UniformLM(tok.vocab_size, 64), tok, path)
+        assert result["documents"] == 3 and result["skipped"]["total"] == 0
+        assert result["bytes"] == sum(len(t.encode()) for t in texts)
+        assert main(["tokenizer", "stats", "--tokenizer", str(bpe_tokenizer_dir), "--data", str(path)]) == 0
+        stats = json.loads(capsys.readouterr().out)
+        assert stats["docs"] == 3 and stats["bytes"] == result["bytes"]

@@ -39,6 +39,7 @@ def test_metrics_by_hand():
     assert m["distinct_1"] == pytest.approx((2 / 6 + 1.0) / 2)  # the empty reply has no unigram: not averaged
     assert m["repeated_4gram"] == pytest.approx((1 / 3 + 0.0) / 2)
     assert m["hit_token_limit"] == pytest.approx(1 / 3)
+    assert m["looping"] == pytest.approx(1 / 3)  # only the first reply repeats a 4-gram
     assert m["mean_units"] == pytest.approx(10 / 3)
 
 

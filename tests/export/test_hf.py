@@ -20,15 +20,22 @@ TEXT = "Small models learn fast. 小模型学得很快！What is 12 + 35?"
 
 
 @pytest.mark.parametrize(
-    "rope_scaling,tie",
-    [(None, True), (RopeScaling("linear", 2.0, 64), False), (RopeScaling("yarn", 4.0, 32), True)],
-    ids=["plain-tied", "linear-untied", "yarn"],
+    "rope_scaling,tie,qk_norm",
+    [
+        (None, True, False),
+        (RopeScaling("linear", 2.0, 64), False, False),
+        (RopeScaling("yarn", 4.0, 32), True, False),
+        (None, False, True),
+        (RopeScaling("yarn", 4.0, 32), True, True),
+    ],
+    ids=["plain-tied", "linear-untied", "yarn", "qwen3-untied", "qwen3-yarn"],
 )
-def test_hf_export_logits_match(tmp_path, make_model_dir, rope_scaling, tie):
-    model_dir = make_model_dir(tmp_path / "m", rope_scaling=rope_scaling, tie_embeddings=tie)
+def test_hf_export_logits_match(tmp_path, make_model_dir, rope_scaling, tie, qk_norm):
+    model_dir = make_model_dir(tmp_path / "m", rope_scaling=rope_scaling, tie_embeddings=tie, qk_norm=qk_norm)
     out = export_hf(model_dir, tmp_path / "hf")
     ours = load_model(model_dir).eval()
     hf = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    assert type(hf).__name__ == ("Qwen3ForCausalLM" if qk_norm else "LlamaForCausalLM")
     tok = transformers.AutoTokenizer.from_pretrained(out)
     ids = tok(TEXT)["input_ids"]
     assert ids == tok.backend_tokenizer.encode(TEXT).ids  # no BOS/EOS added

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
-import uvicorn
 from fastapi import FastAPI
 
 from weakwater.infer import Generator
-from weakwater.infer.server import ServerConfig, create_app
+from weakwater.infer.server import ServerConfig, create_app, serve_in_thread
 from weakwater.model import ModelConfig, Transformer, load_model, save_model
 from weakwater.tokenizer import load_tokenizer
 
@@ -44,26 +39,7 @@ def tokenizer(tiny_model_dir: Path):
 API_KEY = "test-key-123"
 
 
-@contextlib.contextmanager
-def live_server(app) -> Iterator[str]:
-    """Run ``app`` with uvicorn on a free loopback port in a thread; yields the base URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("test server did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
+live_server = serve_in_thread  # tests import it from here
 
 
 @pytest.fixture(scope="session")

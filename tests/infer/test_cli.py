@@ -13,6 +13,7 @@ import sys
 import time
 
 import httpx
+import pytest
 
 from weakwater.cli import main
 from weakwater.infer import SamplingParams
@@ -132,14 +133,17 @@ def test_bench_decode_on_a_saved_model(tiny_model_dir, capsys):
     assert str(tiny_model_dir) in out and "ours int8 tok/s" in out and "HF" not in out
 
 
-def test_serve_command_answers_on_loopback(tiny_model_dir):
-    """``weakwater serve`` as a user runs it: a subprocess on a free port, API key from the env."""
+def test_serve_command_answers_on_loopback(tiny_model_dir, tmp_path):
+    """``weakwater serve`` as a user runs it: a subprocess on a free port, API key from the env. The model
+    id is the run's name (every run saves final/), each request gets one log line, /favicon.ico exists."""
+    model_dir = tmp_path / "runs" / "my-sft" / "final"
+    shutil.copytree(tiny_model_dir, model_dir)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
     env = {**os.environ, "WEAKWATER_API_KEY": "k"}
-    cmd = [sys.executable, "-m", "weakwater", "serve", "--model", str(tiny_model_dir), "--port", str(port)]
+    cmd = [sys.executable, "-m", "weakwater", "serve", "--model", str(model_dir), "--port", str(port)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 120
@@ -150,8 +154,125 @@ def test_serve_command_answers_on_loopback(tiny_model_dir):
             except httpx.TransportError:
                 assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
                 time.sleep(0.5)
-        assert r.status_code == 200 and r.json()["data"][0]["id"] == tiny_model_dir.name
+        assert r.status_code == 200 and r.json()["data"][0]["id"] == "my-sft"
         assert httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5).status_code == 401
+        icon = httpx.get(f"http://127.0.0.1:{port}/favicon.ico", timeout=5)
+        assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
+        chat = httpx.post(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            headers={"Authorization": "Bearer k"},
+            json={"model": "my-sft", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3},
+            timeout=60,
+        )
+        assert chat.status_code == 200
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        out = proc.communicate(timeout=30)[0]
+    log = [line for line in out.splitlines() if line.startswith('127.0.0.1 "')]
+    assert len(log) == 4, out
+    assert log[0].startswith('127.0.0.1 "GET /v1/models" 200 ') and log[1].startswith('127.0.0.1 "GET /v1/models" 401')
+    assert log[2].startswith('127.0.0.1 "GET /favicon.ico" 200')
+    completion = chat.json()["usage"]["completion_tokens"]
+    assert log[3].startswith('127.0.0.1 "POST /v1/chat/completions" 200') and log[3].endswith(f"+{completion}")
+
+
+def test_model_id_names_the_run():
+    from weakwater.infer.cli import model_id
+
+    assert model_id("runs/sft/final") == "sft" and model_id("runs/dpo/best") == "dpo"
+    assert model_id("runs/pt/checkpoints/step_0000400") == "pt-step_0000400"
+    assert model_id("models/minimind2-26m") == "minimind2-26m"
+
+
+def test_serve_model_name_flag(tiny_model_dir):
+    from weakwater.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "--model", str(tiny_model_dir), "--model-name", "mine"])
+    assert args.name == "mine"
+
+
+def test_terminal_chat_has_line_editing_and_history():
+    """Under a terminal, arrow keys edit the line (also between CJK characters) and recall earlier lines,
+    instead of arriving as escape codes in the message."""
+    import pty
+
+    script = (
+        "from weakwater.infer.cli import line_reader\n"
+        "read = line_reader()\n"
+        "for _ in range(3):\n"
+        "    print('GOT ' + repr(read('> ')), flush=True)\n"
+    )
+    pid, fd = pty.fork()
+    if pid == 0:  # child: stdin/stdout are the pty
+        os.execv(sys.executable, [sys.executable, "-c", script])
+    left, up = b"\x1b[D", b"\x1b[A"
+    keys = [b"abc" + left + b"X\r", "你好".encode() + left + b"Y\r", up + up + b"\r"]
+    out = b""
+    for k in keys:
+        deadline = time.monotonic() + 60
+        while out.count(b"> ") < keys.index(k) + 1 and time.monotonic() < deadline:
+            out += os.read(fd, 4096)
+        os.write(fd, k)
+    deadline = time.monotonic() + 60
+    while out.count(b"GOT ") < 3 and time.monotonic() < deadline:
+        try:
+            out += os.read(fd, 4096)
+        except OSError:
+            break
+    os.waitpid(pid, 0)
+    got = [line.split("GOT ", 1)[1] for line in out.decode("utf-8", "replace").splitlines() if "GOT " in line]
+    assert got == ["'abXc'", "'你Y好'", "'abXc'"], out
+
+
+def test_chat_tools_run_calls_and_feed_results_back(generator, monkeypatch):
+    """A reply with a call (split over deltas): the call and its result are shown dimmed, the result goes back
+    to the model as a tool turn, and the history holds the exchange as the chat template trains on it."""
+    from weakwater.infer.tools import CALCULATOR
+
+    call = '<tool_call>\n{"name": "calculator", "arguments": {"expression": "347 * 2891"}}\n</tool_call>'
+    replies = iter([["Let me", " compute.\n<tool_", call[6:40], call[40:]], ["1003177", "."]])
+    prompts: list[str] = []
+
+    def scripted(ids, params):
+        prompts.append(generator.tokenizer.decode(ids))
+        return iter(next(replies))
+
+    monkeypatch.setattr(generator, "stream_text", scripted)
+    monkeypatch.setattr(generator.model.config, "max_seq_len", 1024)  # room for the tools text (not decoded)
+    out = io.StringIO()
+    session = ChatSession(generator, SamplingParams(), out=out, color=True, tools=[CALCULATOR])
+    assert session.reply("What is 347 * 2891?") == "1003177."
+    assert '"name": "calculator"' in prompts[0] and "<tool_response>\n1003177\n</tool_response>" in prompts[1]
+    text = out.getvalue()
+    assert DIM + '-> calculator({"expression": "347 * 2891"})' + RESET in text
+    assert DIM + "<- 1003177" + RESET in text and "<tool_call>" not in text
+    assert [m["role"] for m in session.history] == ["user", "assistant", "tool", "assistant"]
+    assert session.history[1]["content"] == "Let me compute."
+    assert generator.tokenizer.render_chat(session._messages([])).count("<tool_call>\n{") == 2  # preamble + call
+
+
+def test_chat_tools_malformed_call_is_shown_as_text(generator, monkeypatch):
+    from weakwater.infer.tools import CALCULATOR
+
+    bad = '<tool_call>\n{"name": "calculator", "arguments": "oops"}\n</tool_call>'
+    monkeypatch.setattr(generator, "stream_text", lambda ids, params: iter([bad]))
+    monkeypatch.setattr(generator.model.config, "max_seq_len", 1024)
+    out = io.StringIO()
+    session = ChatSession(generator, SamplingParams(), out=out, color=False, tools=[CALCULATOR])
+    assert session.reply("q") == bad and bad in out.getvalue() and "[tool call]" not in out.getvalue()
+    assert [m["role"] for m in session.history] == ["user", "assistant"]
+
+
+@pytest.mark.slow
+def test_chat_tools_command_end_to_end(tool_model_dir, capsys):
+    """``weakwater chat --tools calculator`` with a model trained to call it: call, result, answer."""
+    from tests.conftest import TOOL_QUESTIONS
+
+    question, expression = next(iter(TOOL_QUESTIONS.items()))
+    flags = ["--prompt", question, "--temperature", "0", "--no-color", "--tools", "calculator"]
+    assert main(["chat", "--model", str(tool_model_dir), *flags]) == 0
+    out = capsys.readouterr().out
+    assert f'[tool call] -> calculator({{"expression": "{expression}"}})' in out
+    assert "[tool result] <- 1003177" in out and out.rstrip().endswith("1003177.")
+    assert main(["chat", "--model", str(tool_model_dir), "--prompt", "q", "--tools", "lookup"]) == 2
+    assert "needs the world" in capsys.readouterr().err

@@ -196,6 +196,68 @@ def test_fast_decoder_runs_its_layer_loop_compiled_on_cpu(gen):
     assert torch.equal(outputs[0], outputs[1])
 
 
+class Scripted:
+    """A stand-in forward pass that makes greedy decoding emit ``script`` token by token."""
+
+    def __init__(self, script: list[int], vocab: int) -> None:
+        self.script, self.vocab, self.calls = script, vocab, 0
+
+    def __call__(self, ids, attention_mask=None, position_ids=None, kv_cache=None):
+        logits = torch.zeros(ids.shape[0], ids.shape[1], self.vocab)
+        logits[:, -1, self.script[min(self.calls, len(self.script) - 1)]] = 10.0
+        self.calls += 1
+        return logits
+
+
+def scripted_generator(tiny_model_dir, tokenizer, script: list[int]) -> Generator:
+    from weakwater.model import load_model
+
+    gen = Generator(load_model(tiny_model_dir), tokenizer, fast=False)
+    forward = Scripted(script, gen.model.config.vocab_size)
+    gen._forward = lambda: forward
+    return gen
+
+
+@pytest.mark.parametrize("special", ["<|im_start|>", "<|endoftext|>", "<|im_end|>", "<|vision_start|>"])
+def test_every_special_token_ends_a_reply_in_chat_and_raw_mode(tiny_model_dir, tokenizer, special):
+    """A small model often writes the next turn's <|im_start|> instead of <|im_end|>, or <|endoftext|>
+    in raw mode: the reply ends there (MiniMind-3's vision/audio tokens too), while reasoning tags
+    stay in the text."""
+    from weakwater.infer import end_token_ids
+
+    script = tokenizer.encode("好的") + [tokenizer.token_to_id(special)] + tokenizer.encode("user\nmore")
+    chat = scripted_generator(tiny_model_dir, tokenizer, script).chat(
+        [{"role": "user", "content": "hi"}], SamplingParams(max_new_tokens=12)
+    )
+    raw = scripted_generator(tiny_model_dir, tokenizer, script).complete("hi", SamplingParams(max_new_tokens=12))
+    assert chat == raw == "好的"
+    think = tokenizer.encode("<think>x</think>ok")
+    assert tokenizer.token_to_id("<think>") in think and not set(think) & set(end_token_ids(tokenizer))
+    reply = scripted_generator(tiny_model_dir, tokenizer, think + [tokenizer.im_end_id]).chat(
+        [{"role": "user", "content": "hi"}], SamplingParams(max_new_tokens=12)
+    )
+    assert reply == "<think>x</think>ok"
+
+
+def test_our_tokenizer_stops_at_control_tokens_but_not_reasoning_tags(bpe_tokenizer_dir):
+    from weakwater.infer import end_token_ids
+    from weakwater.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(bpe_tokenizer_dir)
+    names = {tok.id_to_token(i) for i in end_token_ids(tok)}
+    assert names == {"<|endoftext|>", "<|im_start|>", "<|im_end|>"}
+
+
+def test_streamed_text_never_shows_a_partial_character(tokenizer):
+    """Byte-level tokens split rare CJK characters and emoji; no delta may carry U+FFFD for them."""
+    text = "龘靐齉爨 🐉🎉 𠀀 ok"
+    ids = tokenizer.encode(text)
+    assert len(ids) > len(text)  # really split into byte pieces
+    stream = TextStream(lambda t: tokenizer.decode(t))
+    deltas = [stream.push(i) for i in ids] + [stream.finish()]
+    assert "".join(deltas) == text and not any("\ufffd" in d for d in deltas)
+
+
 @pytest.fixture(scope="module")
 def qk_gen(gen, tokenizer) -> Generator:
     """The tiny model's shape with QK-norm (gains away from 1, so misapplying them shows), fast engine."""

@@ -238,7 +238,8 @@ def long_server(tokenizer):
 
 def test_disconnecting_clients_free_their_slots(long_server):
     url, scheduler = long_server
-    body = {"model": "long", "prompt": [5, 6, 7], "temperature": 0, "max_tokens": 4000, "stream": True}
+    # Ordinary token ids: a prompt of special ones (ids < 21) gets copied and a special token ends a reply.
+    body = {"model": "long", "prompt": [500, 600, 700], "temperature": 0, "max_tokens": 4000, "stream": True}
     clients = 4
     with httpx.Client(base_url=url, timeout=30) as http:
         for _ in range(clients):

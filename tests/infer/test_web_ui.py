@@ -116,3 +116,64 @@ def test_reasoning_goes_to_a_collapsible_block(browser, server):
     assert page.locator(".msg.assistant .answer").text_content() == "the answer"
     assert page.locator(".msg.assistant details").get_attribute("open") is None  # collapsed once answering
     page.close()
+
+
+def _sse(deltas: list[dict], finish: str) -> str:
+    chunks = [{"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": d}]} for d in deltas]
+    chunks.append({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
+    return "".join("data: " + json.dumps(c) + "\n\n" for c in chunks) + "data: [DONE]\n\n"
+
+
+def test_tool_calls_and_results_are_shown_and_sent_back(browser, server):
+    """With the server's tools on: the streamed call (joined from its pieces) is shown, run through
+    /v1/tools/call, its result shown, and both go back to the model, whose answer ends the exchange."""
+    browser, _ = browser
+    url, _ = server
+    tools = [{"type": "function", "function": {"name": "calculator", "parameters": {"type": "object"}}}]
+    head = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "calculator", "arguments": ""}}
+    call = _sse(
+        [
+            {"role": "assistant", "content": ""},
+            {"tool_calls": [head]},
+            {"tool_calls": [{"index": 0, "function": {"arguments": '{"expression": '}}]},
+            {"tool_calls": [{"index": 0, "function": {"arguments": '"6 * 7"}'}}]},
+        ],
+        "tool_calls",
+    )
+    answer = _sse([{"role": "assistant", "content": ""}, {"content": "42."}], "stop")
+    requests: list[dict] = []
+
+    def chat(route):
+        requests.append(route.request.post_data_json)
+        body = call if len(requests) == 1 else answer
+        route.fulfill(status=200, headers={"Content-Type": "text/event-stream"}, body=body)
+
+    page = browser.new_page()
+    page.set_default_timeout(60_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.route("**/v1/tools", lambda route: route.fulfill(json={"object": "list", "data": tools}))
+    page.route("**/v1/tools/call", lambda route: route.fulfill(json={"name": "calculator", "content": "42"}))
+    page.route("**/v1/chat/completions", chat)
+    page.goto(url + "/")
+    page.locator("#settings summary").click()
+    page.wait_for_selector("#tools-label:not([hidden])")
+    assert page.locator("#tool-names").text_content() == "calculator"
+    page.fill("#input", "What is 6 * 7?")
+    page.keyboard.press("Enter")
+    page.wait_for_selector(".msg.assistant.done >> nth=1")
+    assert page.locator(".msg.assistant .tool.call").text_content() == '→ calculator({"expression": "6 * 7"})'
+    assert page.locator(".msg.assistant .tool.result").text_content() == "← 42"
+    assert page.locator(".msg.assistant .answer").nth(1).text_content() == "42."
+    assert requests[0]["tools"] == tools
+    sent = requests[1]["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "tool"]
+    call_sent = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "calculator", "arguments": '{"expression": "6 * 7"}'},
+    }
+    assert sent[1]["tool_calls"] == [call_sent]  # joined from its pieces, without the stream's index
+    assert sent[2] == {"role": "tool", "tool_call_id": "call_1", "content": "42"}
+    assert not errors, errors
+    page.close()

@@ -5,7 +5,14 @@ import pytest
 import torch
 
 from weakwater.model import ModelConfig, RopeScaling, Transformer
-from weakwater.model.hf import from_hf_config, from_hf_state_dict, hf_model, to_hf_config, to_hf_state_dict
+from weakwater.model.hf import (
+    architecture,
+    from_hf_config,
+    from_hf_state_dict,
+    hf_model,
+    to_hf_config,
+    to_hf_state_dict,
+)
 
 transformers = pytest.importorskip("transformers")
 
@@ -24,14 +31,29 @@ CASES = {
     "yarn-rope": {"rope_scaling": RopeScaling("yarn", 4.0, 16)},
     # betas away from the defaults, on a shape where they move the ramp: dropping them changes the logits
     "yarn-betas": {"n_heads": 2, "n_kv_heads": 1, "rope_theta": 1e4, "rope_scaling": YARN_BETAS},
+    # QK-norm maps to Qwen3ForCausalLM
+    "qk-norm": {"qk_norm": True},
+    "qk-norm-tied-yarn": {"qk_norm": True, "tie_embeddings": True, "rope_scaling": RopeScaling("yarn", 4.0, 16)},
 }
+
+
+def small_model(**overrides) -> Transformer:
+    """A random model; QK-norm gains drawn away from 1, where dropping or swapping them would change nothing."""
+    torch.manual_seed(0)
+    model = Transformer(small_config(**overrides))
+    if model.config.qk_norm:
+        with torch.no_grad():
+            for layer in model.layers:
+                layer.self_attn.q_norm.weight.uniform_(0.5, 2.0)
+                layer.self_attn.k_norm.weight.uniform_(0.5, 2.0)
+    return model
 
 
 @pytest.mark.parametrize("overrides", CASES.values(), ids=CASES.keys())
 def test_logits_equal_hf(overrides):
-    torch.manual_seed(0)
-    model = Transformer(small_config(**overrides)).eval()
+    model = small_model(**overrides).eval()
     hf = hf_model(model).eval()
+    assert type(hf).__name__ == ("Qwen3ForCausalLM" if model.config.qk_norm else "LlamaForCausalLM")
     ids = torch.randint(0, 300, (2, 48))  # past the original context of the scaled cases
     with torch.no_grad():
         ours = model(ids)
@@ -54,7 +76,8 @@ def test_dropping_yarn_betas_changes_the_logits():
 @pytest.mark.parametrize("overrides", CASES.values(), ids=CASES.keys())
 def test_config_round_trips_through_transformers(overrides):
     config = small_config(**overrides)
-    hf = transformers.LlamaConfig(**to_hf_config(config))
+    config_class = getattr(transformers, architecture(config).class_name.replace("ForCausalLM", "Config"))
+    hf = config_class(**to_hf_config(config))
     assert from_hf_config(hf.to_dict()) == config
     assert from_hf_config(to_hf_config(config)) == config  # as written in config.json
 
@@ -71,6 +94,7 @@ def test_transformers_4_rope_spelling_is_read():
         ({"model_type": "gpt2"}, "model_type"),
         ({"attention_bias": True}, "attention_bias"),
         ({"hidden_act": "gelu"}, "hidden_act"),
+        ({"model_type": "qwen3", "use_sliding_window": True}, "use_sliding_window"),
     ],
 )
 def test_unsupported_hf_configs_are_refused(change, match):
@@ -78,15 +102,10 @@ def test_unsupported_hf_configs_are_refused(change, match):
         from_hf_config({**to_hf_config(small_config()), **change})
 
 
-def test_a_model_llama_cannot_compute_is_refused():
-    with pytest.raises(ValueError, match="QK-norm"):
-        to_hf_config(small_config(qk_norm=True))
-
-
-def test_training_path_matches_hf_logits_and_grads():
+@pytest.mark.parametrize("qk_norm", [False, True], ids=["llama", "qwen3"])
+def test_training_path_matches_hf_logits_and_grads(qk_norm):
     """On the training path (grad enabled) the logits and every gradient equal HF's."""
-    torch.manual_seed(0)
-    model = Transformer(small_config()).train()
+    model = small_model(qk_norm=qk_norm).train()
     hf = hf_model(model).train()
     ids = torch.randint(0, 300, (2, 32))
     ours, theirs = model(ids), hf(ids).logits
@@ -99,13 +118,12 @@ def test_training_path_matches_hf_logits_and_grads():
         assert (p.grad - ref).abs().max().item() < 1e-5, name
 
 
-@pytest.mark.parametrize("tie", [True, False], ids=["tied", "untied"])
-def test_weights_round_trip_through_hf_names(tie):
-    torch.manual_seed(0)
-    model = Transformer(small_config(tie_embeddings=tie))
+@pytest.mark.parametrize("tie,qk_norm", [(True, False), (False, False), (True, True)], ids=["tied", "untied", "qwen3"])
+def test_weights_round_trip_through_hf_names(tie, qk_norm):
+    model = small_model(tie_embeddings=tie, qk_norm=qk_norm)
     hf_state = hf_model(model).state_dict()
     assert hf_state.keys() >= to_hf_state_dict(model.state_dict(), model.config).keys()
-    back = Transformer(small_config(tie_embeddings=tie))
+    back = Transformer(small_config(tie_embeddings=tie, qk_norm=qk_norm))
     back.load_state_dict(from_hf_state_dict(hf_state, model.config))
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), back.state_dict().values()))
     with pytest.raises(ValueError, match="unexpected HF weight"):

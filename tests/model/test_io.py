@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from weakwater.export.hf import export_hf
 from weakwater.model import ModelConfig, Transformer, load_model, save_model
 from weakwater.model.io import file_sha256, read_model_config
+from weakwater.model.lora import apply_lora, save_adapter
 
 SHAPE = dict(vocab_size=300, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=64)
 
@@ -87,3 +91,38 @@ def test_weights_that_do_not_fit_the_config_are_refused(tmp_path):
     (out / "config.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="weights do not match config"):
         load_model(out)
+
+
+def _modes(root):
+    return {p.relative_to(root).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_saved_files_respect_umask(tmp_path, make_model_dir, umask):
+    """safetensors alone writes 0600; a saved model, an adapter and an HF export must be shareable
+    (0644 under umask 022) and stay private under umask 077."""
+    old = os.umask(umask)
+    try:
+        model_dir = make_model_dir(tmp_path / "m")
+        hf_dir = export_hf(model_dir, tmp_path / "hf")
+        model = Transformer(ModelConfig(vocab_size=64, dim=32, n_layers=1, n_heads=2, n_kv_heads=1))
+        apply_lora(model, 2, 4.0)
+        adapter_dir = save_adapter(model, tmp_path / "adapter")
+    finally:
+        os.umask(old)
+    expected = 0o666 & ~umask
+    for root in (model_dir, hf_dir, adapter_dir):
+        modes = _modes(root)
+        assert any(name.endswith(".safetensors") for name in modes)
+        assert modes == dict.fromkeys(modes, expected), (root, modes)
+
+
+def test_umask_unchanged_after_save(tmp_path):
+    from weakwater.model.io import save_safetensors
+
+    old = os.umask(0o027)
+    try:
+        save_safetensors({"w": torch.zeros(2)}, tmp_path / "w.safetensors")
+        assert os.umask(0o027) == 0o027
+    finally:
+        os.umask(old)

@@ -128,3 +128,49 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(shards, tmp_path):
     assert_latest_loads(out)
     last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["event"] == "interrupted" and last["signal"] == signal.SIGTERM and last["step"] == step
+
+
+@pytest.mark.slow
+def test_ctrl_c_with_output_piped_into_a_dead_reader_still_saves(shards, bpe_tokenizer_dir, tmp_path):
+    """`weakwater pretrain ... 2>&1 | tee log`, then Ctrl-C (which also kills tee): the run keeps going
+    after its reader died, and SIGINT still writes the checkpoint and records the interruption."""
+    out = tmp_path / "run"
+    env = {
+        **os.environ,
+        "WEAKWATER_PROGRESS_SECONDS": "0",  # a progress line after every step: writes keep hitting the pipe
+        "WEAKWATER_TEST_STEP_PAUSE": "0.05",
+        "PYTHONPATH": str(REPO),
+    }
+    env.pop("WEAKWATER_NO_PROGRESS", None)
+    cmd = [sys.executable, "-m", "weakwater", "pretrain", "--data", str(shards), "--out", str(out)]
+    cmd += ["--tokenizer", str(bpe_tokenizer_dir)]
+    cmd += ["--seq-len", "32", "--batch-size", "2", "--max-steps", "100000", "--save-every", "0", "--eval-every", "0"]
+    cmd += ["--log-every", "1", "--no-plot"]
+    cmd += ["--model-arg", "dim=32", "--model-arg", "n_layers=1", "--model-arg", "n_heads=2"]
+    cmd += ["--model-arg", "n_kv_heads=1"]
+    trainer = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    reader = subprocess.Popen(["head", "-c", "1"], stdin=trainer.stdout, stdout=subprocess.DEVNULL)
+    trainer.stdout.close()  # only the reader holds the pipe now: when it exits, the pipe is dead
+    try:
+        assert reader.wait(timeout=120) == 0
+        metrics = out / "metrics.jsonl"
+        deadline = time.monotonic() + 120
+        steps = 0
+        while steps < 20 and time.monotonic() < deadline:  # still training after the pipe died
+            assert trainer.poll() is None, "the trainer died with its reader"
+            time.sleep(0.2)
+            lines = metrics.read_text().splitlines() if metrics.exists() else []
+            steps = max([json.loads(line).get("step", 0) for line in lines[:-1]] or [0])  # last may be partial
+        assert steps >= 20
+        trainer.send_signal(signal.SIGINT)
+        assert trainer.wait(timeout=120) == 130
+    finally:
+        if trainer.poll() is None:
+            trainer.kill()
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["event"] == "interrupted"
+    latest = (out / "checkpoints" / "latest").read_text().strip()
+    from weakwater.model.io import current_umask
+
+    files = [f for f in (out / "checkpoints" / latest).rglob("*") if f.is_file()]
+    assert files and {f.stat().st_mode & 0o777 for f in files} == {0o666 & ~current_umask()}

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import signal
-
 import torch
 
 from weakwater.model.loglik import token_logprobs
 from weakwater.train.config import TrainConfig
-from weakwater.train.trainer import Trainer
 
-TINY_MODEL = {"vocab_size": 64, "dim": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "max_seq_len": 64}
+from .test_trainer import TINY_MODEL, run
 
 
 class RolloutStage:
@@ -71,25 +68,11 @@ def make_cfg(shards, out, **overrides) -> TrainConfig:
     return TrainConfig(**{**fields, **overrides})
 
 
-def run(cfg: TrainConfig, stage: RolloutStage, stop_at: int | None = None) -> Trainer:
-    trainer = Trainer(cfg, stage)
-    if stop_at is not None:
-        step = trainer._train_step
-
-        def stepping():
-            result = step()
-            if trainer.step >= stop_at:
-                trainer.stop_signal = signal.SIGINT
-            return result
-
-        trainer._train_step = stepping
-    trainer.fit()
-    return trainer
-
-
 def test_rollout_runs_without_grad_in_eval_mode_under_autocast_and_the_loss_in_train_mode(shards, tmp_path):
     stage = RolloutStage()
-    trainer = run(make_cfg(shards, tmp_path / "run", dtype="bf16", max_steps=3, grad_accum=2, save_every=0), stage)
+    trainer = run(
+        make_cfg(shards, tmp_path / "run", dtype="bf16", max_steps=3, grad_accum=2, save_every=0), stage=stage
+    )
     ctx = stage.setup_ctx
     assert ctx is not None and ctx.model is trainer.model and ctx.step == 3 and ctx.total_steps == 3
     assert (ctx.rank, ctx.world_size, ctx.dtype) == (0, 1, torch.bfloat16)
@@ -101,11 +84,11 @@ def test_rollout_runs_without_grad_in_eval_mode_under_autocast_and_the_loss_in_t
 
 def test_resume_with_rollouts_is_bitwise_equal(shards, tmp_path):
     full_stage = RolloutStage()
-    full = run(make_cfg(shards, tmp_path / "full"), full_stage)
-    part = run(make_cfg(shards, tmp_path / "part"), RolloutStage(), stop_at=5)  # resumes from step 5, not 4
+    full = run(make_cfg(shards, tmp_path / "full"), stage=full_stage)
+    part = run(make_cfg(shards, tmp_path / "part"), stop_at=5, stage=RolloutStage())  # resumes from step 5, not 4
     assert part.interrupted and part.step == 5
     resumed_stage = RolloutStage()
-    resumed = run(make_cfg(shards, tmp_path / "part", resume=True), resumed_stage)
+    resumed = run(make_cfg(shards, tmp_path / "part", resume=True), stage=resumed_stage)
     assert resumed.step == full.step == 8
     assert resumed_stage.rollouts == full_stage.rollouts and resumed_stage.baseline == full_stage.baseline
     assert torch.equal(resumed.ctx.generator.get_state(), full.ctx.generator.get_state())

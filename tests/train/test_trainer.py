@@ -38,9 +38,9 @@ def make_cfg(shards: Path, out: Path, **overrides) -> TrainConfig:
     return TrainConfig(**fields)
 
 
-def run(cfg: TrainConfig, stop_at: int | None = None) -> Trainer:
-    """Train; with ``stop_at``, deliver a SIGINT-equivalent after that step (like Ctrl-C)."""
-    trainer = Trainer(cfg, PretrainStage(cfg))
+def run(cfg: TrainConfig, stop_at: int | None = None, stage=None) -> Trainer:
+    """Train (pretraining unless ``stage``); with ``stop_at``, a SIGINT-equivalent after that step (like Ctrl-C)."""
+    trainer = Trainer(cfg, stage if stage is not None else PretrainStage(cfg))
     if stop_at is not None:
         step = trainer._train_step
 

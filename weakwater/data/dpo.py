@@ -2,13 +2,12 @@
 
 Each side is a full conversation ending in an assistant turn; both must share the same prompt (every
 turn before the last), since the DPO objective compares two answers to one prompt. Only the final
-assistant turn (content + ``<|im_end|>``) enters the log-probability. Over-long sides follow the SFT
-truncation policy (:func:`weakwater.data.sft.fit_window`) and are counted.
+assistant turn (content + ``<|im_end|>``) enters the log-probability. Over-long sides follow the one
+truncation policy (:mod:`weakwater.data.truncation`), are counted, and are measured before training.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,8 @@ from torch.utils.data import Dataset
 from weakwater.data.chat import ConversationError, Message, _from_role_content, validate
 from weakwater.data.jsonl import SkipCounter
 from weakwater.data.packing import lay_out
-from weakwater.data.sft import LazyRecords, _require_rows, fit_window, tokenize_conversation
+from weakwater.data.sft import LazyRecords, _require_rows, tokenize_conversation
+from weakwater.data.truncation import LengthReport, TruncationCounter, fit_window, measure
 from weakwater.model.loglik import IGNORE_INDEX
 from weakwater.tokenizer.tokenizer import ChatTokenizer
 
@@ -59,16 +59,18 @@ class PreferenceDataset(Dataset):
         self.skipped = SkipCounter()
         self.records = LazyRecords(path, strict, self.skipped, to_pair)
         _require_rows(self.records, self.skipped, "preference pairs")
-        self._truncated: dict[tuple[int, str], str] = {}
+        self.truncation = TruncationCounter()
 
     @property
     def stats(self) -> dict[str, int]:
-        counts = Counter(self._truncated.values())
-        return {
-            "pairs": len(self),
-            "truncated_head": counts["truncated_head"],
-            "truncated_tail": counts["truncated_tail"],
-        }
+        return {"pairs": len(self), **self.truncation.stats()}
+
+    def sequences(self, i: int) -> list[tuple[list[int], list[bool]]]:
+        """Both sides of pair ``i`` untruncated (mask: the last assistant turn)."""
+        return [tokenize_conversation(self.tokenizer, m, last_turn_only=True) for m in self.records[i]]
+
+    def length_report(self, seed: int = 0) -> LengthReport:
+        return measure(len(self), self.sequences, self.max_len, "pair sides", seed)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -78,8 +80,7 @@ class PreferenceDataset(Dataset):
         for side, messages in zip(("chosen", "rejected"), self.records[i]):
             ids, mask = tokenize_conversation(self.tokenizer, messages, last_turn_only=True)
             ids, mask, how = fit_window(ids, mask, self.max_len)
-            if how:
-                self._truncated[(i, side)] = how
+            self.truncation.record((i, side), how)
             item[f"{side}_ids"] = torch.tensor(ids, dtype=torch.long)
             item[f"{side}_mask"] = torch.tensor(mask, dtype=torch.bool)
         return item

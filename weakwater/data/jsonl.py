@@ -33,33 +33,75 @@ class DataError(ValueError):
         return self.message
 
 
+# What to do about each kind of skipped line: shown under the counts, so a lenient run that dropped
+# most of a file says how to fix it instead of only how many.
+HINTS = {
+    "invalid_json": "JSONL is one JSON object per line; a file holding one JSON array (or pretty-printed "
+    'objects) must be rewritten, e.g. python -c "import json,sys; [print(json.dumps(r, ensure_ascii=False)) '
+    "for r in json.load(open(sys.argv[1], encoding='utf-8'))]\" in.json > out.jsonl",
+    "invalid_utf8": "the file is not UTF-8 (GBK/GB18030 is common for Chinese data): re-encode it, e.g. "
+    "iconv -f GB18030 -t UTF-8 in.jsonl > out.jsonl",
+    "missing_field": "the lines lack the field this command reads: name the right one (--text-field or "
+    "--field for text, --data-format for chats) or convert the file (weakwater convert-chat)",
+    "not_object": "every line must be one JSON object {...}, not a list, string or number",
+    "line_too_long": f"lines over {MAX_LINE_BYTES} bytes are skipped: split such documents",
+}
+EXAMPLES = 3  # locations (with their messages) kept per reason
+
+
 class SkipCounter:
-    """Counts skipped records by reason and remembers the first location of each, for run summaries."""
+    """Counts skipped records by reason and keeps the first few (location and message) of each."""
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
         self.first: dict[str, str] = {}
+        self.examples: dict[str, list[str]] = {}
 
-    def add(self, reason: str, where: str, n: int = 1) -> None:
+    def add(self, reason: str, where: str, n: int = 1, message: str | None = None) -> None:
+        """Count ``n`` records skipped for ``reason``; ``message`` (the error, naming the field) defaults
+        to ``where`` (``file:line``)."""
         self.counts[reason] += n
         self.first.setdefault(reason, where)
+        examples = self.examples.setdefault(reason, [])
+        if len(examples) < EXAMPLES:
+            examples.append(message or where)
 
     def merge(self, other: SkipCounter) -> None:
         for reason, n in other.counts.items():
-            self.add(reason, other.first[reason], n)
+            self.counts[reason] += n
+            self.first.setdefault(reason, other.first[reason])
+            mine = self.examples.setdefault(reason, [])
+            mine += other.examples.get(reason, [])[: EXAMPLES - len(mine)]
 
     @property
     def total(self) -> int:
         return sum(self.counts.values())
 
     def as_dict(self) -> dict[str, Any]:
-        return {"total": self.total, "by_reason": dict(self.counts), "first_at": dict(self.first)}
+        return {
+            "total": self.total,
+            "by_reason": dict(self.counts),
+            "first_at": dict(self.first),
+            "examples": {r: list(e) for r, e in self.examples.items()},
+        }
 
     def summary(self) -> str:
-        if not self.counts:
-            return "skipped 0 records"
-        parts = ", ".join(f"{r}={n} (first at {self.first[r]})" for r, n in self.counts.most_common())
-        return f"skipped {self.total} records: {parts}"
+        return describe_skips(self.as_dict())
+
+
+def describe_skips(skipped: dict[str, Any]) -> str:
+    """``SkipCounter.as_dict()`` (also as stored in meta.json) as text: one line per reason with its first
+    few lines and what to do. ``skipped 0 records`` when nothing was skipped."""
+    counts = skipped.get("by_reason") or {}
+    if not counts:
+        return "skipped 0 records"
+    lines = [f"skipped {skipped.get('total', sum(counts.values()))} records:"]
+    for reason, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+        examples = skipped.get("examples", {}).get(reason) or [skipped.get("first_at", {}).get(reason, "?")]
+        lines.append(f"  {reason} x{n}, first: " + "; ".join(examples))
+        if reason in HINTS:
+            lines.append(f"    what to do: {HINTS[reason]}")
+    return "\n".join(lines)
 
 
 def iter_raw_lines(path: str | Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[int, bytes | None]]:
@@ -123,32 +165,15 @@ def read_jsonl(
             if strict:
                 raise
             if skipped is not None:
-                skipped.add(e.reason, f"{path}:{line_no}")
+                skipped.add(e.reason, f"{path}:{line_no}", message=e.message)
 
 
 def get_text(obj: dict[str, Any], field: str, where: str) -> str:
     """The string in ``obj[field]``, or a ``DataError`` naming the field (missing or wrong type)."""
     if field not in obj:
-        raise DataError(f"{where}: missing field '{field}'", "missing_field")
+        keys = ", ".join(list(obj)[:8]) or "none"
+        raise DataError(f"{where}: missing field '{field}' (the line has: {keys})", "missing_field")
     value = obj[field]
     if not isinstance(value, str):
         raise DataError(f"{where}: field '{field}' must be a string, got {type(value).__name__}", "wrong_type")
     return value
-
-
-def record_text(obj: dict[str, Any], field: str, where: str) -> str:
-    """Text of a pretraining row (``field``) or of a chat row (``conversations``/``messages`` contents joined).
-
-    Lets tokenizer training and statistics use SFT/R1 chat files as well as plain-text corpora.
-    """
-    if field in obj:
-        return get_text(obj, field, where)
-    for key in ("conversations", "messages"):
-        turns = obj.get(key)
-        if isinstance(turns, list):
-            parts = [t.get("content") for t in turns if isinstance(t, dict)]
-            texts = [p for p in parts if isinstance(p, str)]
-            if not texts:
-                raise DataError(f"{where}: field '{key}' has no string 'content'", "empty_conversation")
-            return "\n".join(texts)
-    return get_text(obj, field, where)  # raises the missing-field error

@@ -7,7 +7,8 @@ main process drops duplicates, assigns train/val and appends tokens to the curre
 index: 16 bytes per document for exact dedup, plus 16 bytes per LSH band for MinHash).
 
 Output directory: ``train_000000.bin``, ... ``val_000000.bin`` (raw uint16/uint32 token ids, every document
-followed by EOS) and ``meta.json`` (written last: a directory without it is incomplete).
+followed by EOS), ``tokenizer/`` (a copy of the tokenizer files, so the shards find their tokenizer from any
+working directory) and ``meta.json`` (written last: a directory without it is incomplete).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
+import shutil
 import time
 import zlib
 from collections import deque
@@ -26,7 +28,16 @@ from typing import Any
 
 import numpy as np
 
-from weakwater.data.jsonl import MAX_LINE_BYTES, DataError, SkipCounter, get_text, iter_raw_lines, parse_line
+from weakwater.console import Progress
+from weakwater.data.jsonl import (
+    MAX_LINE_BYTES,
+    DataError,
+    SkipCounter,
+    describe_skips,
+    get_text,
+    iter_raw_lines,
+    parse_line,
+)
 from weakwater.tokenizer.tokenizer import Tokenizer, load_tokenizer
 
 CHUNK_LINES = 2048
@@ -36,6 +47,7 @@ MINHASH_PERM = 128
 SHINGLE_CHARS = 5
 _SCALE = 1_000_000
 META_FILE = "meta.json"
+TOKENIZER_SUBDIR = "tokenizer"  # a copy of the tokenizer files, next to the shards
 
 
 @dataclass
@@ -53,7 +65,7 @@ class Doc:
 @dataclass
 class ChunkResult:
     docs: list[Doc] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (reason, where)
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)  # (reason, where, message)
 
 
 # ---------------------------------------------------------------- worker side
@@ -103,11 +115,11 @@ def _process_chunk(path: str, lines: list[tuple[int, bytes | None]]) -> ChunkRes
         except DataError as e:
             if _WORKER["strict"]:
                 raise
-            result.skipped.append((e.reason, where))
+            result.skipped.append((e.reason, where, e.message))
             continue
         norm = normalise(text)
         if not norm:
-            result.skipped.append(("empty_text", where))
+            result.skipped.append(("empty_text", where, f"{where}: empty text"))
             continue
         texts.append(text)
         metas.append((where, norm))
@@ -321,12 +333,12 @@ def prepare(
     seen = HashSet64()
     near = NearDupIndex(minhash_threshold) if dedup == "minhash" else None
     counts = {"docs_read": 0, "exact_duplicates": 0, "near_duplicates": 0, "chars": 0, "bytes": 0}
-    next_report = 100_000
+    progress = Progress(None, "prepare", unit="docs") if verbose else None
     initargs = (str(tok.dir), text_field, strict, dtype, dedup == "minhash")
     try:
         for is_val_file, result in _results(_chunks(paths, max_line_bytes), workers, initargs):
-            for reason, where in result.skipped:
-                skipped.add(reason, where)
+            for reason, where, message in result.skipped:
+                skipped.add(reason, where, message=message)
             for doc in result.docs:
                 counts["docs_read"] += 1
                 if dedup != "none" and not seen.add(doc.text_hash):
@@ -339,16 +351,18 @@ def prepare(
                 writers["val" if is_val else "train"].write(doc.tokens)
                 counts["chars"] += doc.n_chars
                 counts["bytes"] += doc.n_bytes
-            if verbose and counts["docs_read"] >= next_report:
-                next_report += 100_000
-                print(f"prepare: {counts['docs_read']:,} docs, {writers['train'].tokens:,} train tokens", flush=True)
+            if progress is not None:
+                progress.update(len(result.docs))
+                progress.set_postfix(train_tokens=f"{writers['train'].tokens:,}")
     finally:
         for w in writers.values():
             w.close()
+        if progress is not None:
+            progress.close()
 
     kept_docs = writers["train"].docs + writers["val"].docs
     if writers["train"].tokens == 0:
-        raise DataError(f"no training documents in {', '.join(str(p) for p, _ in paths)} ({skipped.summary()})")
+        raise DataError(f"no training documents in {', '.join(str(p) for p, _ in paths)}; {skipped.summary()}")
     seconds = time.perf_counter() - start
     text_tokens = writers["train"].tokens + writers["val"].tokens - kept_docs  # without the EOS separators
     input_bytes = sum(p.stat().st_size for p, _ in paths)
@@ -372,11 +386,23 @@ def prepare(
         "dtype": dtype,
         "vocab_size": tok.vocab_size,
         "eos_id": tok.eos_id,
-        "tokenizer": {"dir": str(tok.dir), "sha256": _file_sha256(tok.dir / "tokenizer.json")},
+        # The tokenizer travels with the shards (a path relative to the working directory of `prepare`
+        # broke as soon as training ran from another folder); "source" only records where it came from.
+        "tokenizer": {
+            "dir": TOKENIZER_SUBDIR,
+            "source": str(tok.dir.resolve()),
+            "sha256": _file_sha256(tok.dir / "tokenizer.json"),
+        },
         "sources": [{"path": str(p), "val": v} for p, v in paths],
         "splits": {s: {"files": w.files, "tokens": w.tokens, "docs": w.docs} for s, w in writers.items()},
         "stats": stats,
     }
+    from weakwater.model.io import copy_tokenizer_files  # lazily: spawned workers need no torch
+
+    tok_copy = out / TOKENIZER_SUBDIR
+    shutil.rmtree(tok_copy, ignore_errors=True)
+    tok_copy.mkdir()
+    copy_tokenizer_files(tok.dir, tok_copy)
     tmp = out / (META_FILE + ".tmp")
     tmp.write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     tmp.replace(out / META_FILE)
@@ -393,10 +419,10 @@ def format_summary(meta: dict[str, Any]) -> str:
         f" {meta['dtype']})",
         f"exact duplicates    {s['exact_duplicates']:,}",
         f"near duplicates     {s['near_duplicates']:,}",
-        f"skipped lines       {s['skipped']['total']:,} {s['skipped']['by_reason'] or ''}",
+        f"skipped lines       {s['skipped']['total']:,}",
         f"bytes/token         {s['bytes_per_token']:.3f} (chars/token {s['chars_per_token']:.3f})",
         f"time                {s['seconds']:.1f}s ({s['input_mb_per_s']:.2f} MB/s with {s['workers']} workers)",
     ]
-    for reason, where in s["skipped"]["first_at"].items():
-        lines.append(f"  first {reason}: {where}")
+    if s["skipped"]["total"]:
+        lines.append(describe_skips(s["skipped"]))
     return "\n".join(lines)

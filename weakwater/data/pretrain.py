@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from weakwater.data.jsonl import DataError
-from weakwater.data.prepare import META_FILE
+from weakwater.data.prepare import META_FILE, TOKENIZER_SUBDIR
 
 
 def read_meta(shard_dir: str | Path) -> dict[str, Any]:
@@ -24,6 +24,32 @@ def read_meta(shard_dir: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run `weakwater prepare --out {shard_dir}` first")
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def shard_tokenizer_dir(shard_dir: str | Path) -> Path | None:
+    """The tokenizer a token directory was prepared with, found from any working directory.
+
+    ``meta.json`` names it relative to the shard directory (``prepare`` copies it in). Directories
+    prepared before that recorded the path as given to ``prepare``, relative to *its* working
+    directory: those are tried as written, then against the shard directory. None when ``shard_dir``
+    has no meta.json; a ``FileNotFoundError`` naming every place looked at when none exists.
+    """
+    shard_dir = Path(shard_dir)
+    if not (shard_dir / META_FILE).is_file():
+        return None
+    recorded = read_meta(shard_dir).get("tokenizer", {}).get("dir")
+    if not recorded:
+        return None
+    tried = [shard_dir / recorded] if not Path(recorded).is_absolute() else []
+    tried.append(Path(recorded))
+    for candidate in tried:
+        if (candidate / "tokenizer.json").is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"{shard_dir / META_FILE} names tokenizer {recorded!r}, which is not at "
+        f"{' nor '.join(str(p) for p in dict.fromkeys(tried))}: pass --tokenizer DIR (the tokenizer `prepare` used), "
+        f"or re-run `weakwater prepare`, which now keeps a copy in {shard_dir / TOKENIZER_SUBDIR}"
+    )
 
 
 class PackedWindows(torch.utils.data.Dataset):

@@ -9,16 +9,13 @@ would only teach a token that is always followed by the next ``<|im_start|>`` an
 The rendered text is cut at these boundaries and each piece is encoded separately, so the prompt
 part is tokenised exactly as at inference (``render_chat(..., add_generation_prompt=True)``).
 
-Truncation policy (counted in :attr:`ChatDataset.stats`, never silent): a sample longer than
-``max_len`` keeps its first ``max_len`` tokens when that window still contains a supervised token
-(``truncated_head``); otherwise (a prompt longer than the window) it keeps the last ``max_len``
-tokens, which end with the final assistant turn (``truncated_tail``).
+Over-long samples follow the one truncation policy of :mod:`weakwater.data.truncation` (counted in
+:attr:`ChatDataset.stats`, and measured before training by :meth:`ChatDataset.length_report`).
 """
 
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +28,7 @@ from torch.utils.data import Dataset
 from weakwater.data.chat import ConversationError, Message, read_conversations, to_messages
 from weakwater.data.jsonl import DataError, SkipCounter
 from weakwater.data.packing import lay_out
+from weakwater.data.truncation import LengthReport, TruncationCounter, fit_window, measure
 from weakwater.model.loglik import IGNORE_INDEX
 from weakwater.tokenizer.tokenizer import ChatTokenizer
 
@@ -73,15 +71,6 @@ def tokenize_conversation(
     return ids, mask
 
 
-def fit_window(ids: list[int], mask: list[bool], max_len: int) -> tuple[list[int], list[bool], str]:
-    """Apply the truncation policy; returns the window and ``""``, ``"truncated_head"`` or ``"truncated_tail"``."""
-    if len(ids) <= max_len:
-        return ids, mask, ""
-    if any(mask[1:max_len]):  # position 0 is never a target, so it cannot carry the loss
-        return ids[:max_len], mask[:max_len], "truncated_head"
-    return ids[-max_len:], mask[-max_len:], "truncated_tail"
-
-
 def line_offsets(path: Path) -> np.ndarray:
     """Byte offset of every line start (index 0 = line 1); one sequential pass, no parsing."""
     offsets = []
@@ -121,7 +110,7 @@ class LazyRecords:
             except ConversationError as e:
                 if strict:
                     raise DataError(f"{self.path}:{line_no}: {e}", e.key) from e
-                skipped.add(e.key, f"{self.path}:{line_no}")
+                skipped.add(e.key, f"{self.path}:{line_no}", message=f"{self.path}:{line_no}: {e}")
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -137,7 +126,7 @@ class LazyRecords:
 
 def _require_rows(records: LazyRecords, skipped: SkipCounter, what: str) -> None:
     if len(records) == 0:
-        raise DataError(f"{records.path}: no usable {what} ({skipped.summary()})", "empty_dataset")
+        raise DataError(f"{records.path}: no usable {what}; {skipped.summary()}", "empty_dataset")
 
 
 class ChatDataset(Dataset):
@@ -157,16 +146,19 @@ class ChatDataset(Dataset):
         self.skipped = SkipCounter()
         self.records = LazyRecords(path, strict, self.skipped, lambda r: to_messages(r, fmt))
         _require_rows(self.records, self.skipped, "conversations")
-        self._truncated: dict[int, str] = {}
+        self.truncation = TruncationCounter()
 
     @property
     def stats(self) -> dict[str, int]:
-        counts = Counter(self._truncated.values())
-        return {
-            "samples": len(self),
-            "truncated_head": counts["truncated_head"],
-            "truncated_tail": counts["truncated_tail"],
-        }
+        return {"samples": len(self), **self.truncation.stats()}
+
+    def sequences(self, i: int) -> list[tuple[list[int], list[bool]]]:
+        """Sample ``i`` untruncated: ``[(ids, supervised mask)]``."""
+        return [tokenize_conversation(self.tokenizer, self.records[i])]
+
+    def length_report(self, seed: int = 0) -> LengthReport:
+        """Lengths and what the window will cut (see :func:`weakwater.data.truncation.check_lengths`)."""
+        return measure(len(self), self.sequences, self.max_len, "conversations", seed)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -174,8 +166,7 @@ class ChatDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         ids, mask = tokenize_conversation(self.tokenizer, self.records[i])
         ids, mask, how = fit_window(ids, mask, self.max_len)
-        if how:
-            self._truncated[i] = how
+        self.truncation.record(i, how)
         return {"ids": torch.tensor(ids, dtype=torch.long), "mask": torch.tensor(mask, dtype=torch.bool)}
 
 

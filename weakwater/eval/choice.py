@@ -36,8 +36,9 @@ class Question:
     answer: str  # one of LETTERS
 
 
-def read_choice_csv(path: str | Path) -> list[Question]:
-    """Questions of one CSV; a bad row raises with file, line and column."""
+def read_choice_csv(path: str | Path, malformed: list[str] | None = None) -> list[Question]:
+    """Questions of one CSV; a bad row raises with file, line and column, or, given a ``malformed`` list, is
+    recorded there (``"file:line: reason"``) and skipped."""
     path = Path(path)
     default_subject = path.stem.removesuffix("_val").removesuffix("_test").removesuffix("_dev")
     with open(path, encoding="utf-8-sig", newline="") as f:
@@ -50,7 +51,11 @@ def read_choice_csv(path: str | Path) -> list[Question]:
         for line_no, row in enumerate(reader, start=2):
             answer = (row[columns["answer"]] or "").strip().upper()
             if answer not in LETTERS:
-                raise ValueError(f"{path}:{line_no}: column 'answer' must be one of A-D, got {answer!r}")
+                message = f"{path}:{line_no}: column 'answer' must be one of A-D, got {answer!r}"
+                if malformed is None:
+                    raise ValueError(message)
+                malformed.append(message)
+                continue
             subject = (row[columns["subject"]] or "").strip() if "subject" in columns else ""
             subject = subject or default_subject
             options = tuple((row[columns[x.lower()]] or "").strip() for x in LETTERS)
@@ -60,17 +65,17 @@ def read_choice_csv(path: str | Path) -> list[Question]:
     return out
 
 
-def read_questions(path: str | Path) -> list[Question]:
-    """One CSV, or every ``*.csv`` of a directory."""
+def read_questions(path: str | Path, malformed: list[str] | None = None) -> list[Question]:
+    """One CSV, or every ``*.csv`` of a directory (``malformed``: see :func:`read_choice_csv`)."""
     path = Path(path)
     if path.is_dir():
         files = sorted(path.glob("*.csv"))
         if not files:
             raise FileNotFoundError(f"{path}: no .csv files")
-        return [q for f in files for q in read_choice_csv(f)]
+        return [q for f in files for q in read_choice_csv(f, malformed)]
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
-    return read_choice_csv(path)
+    return read_choice_csv(path, malformed)
 
 
 def format_question(q: Question, scoring: str) -> str:

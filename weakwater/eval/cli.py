@@ -29,7 +29,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     ppl = ev_sub.add_parser("ppl", aliases=["bpb"], help="loss, perplexity and bits-per-byte on a JSONL text file")
     _common(ppl)
-    ppl.add_argument("--data", required=True, metavar="FILE.jsonl", help='JSONL rows with a text field ({"text": ...})')
+    ppl.add_argument(
+        "--data",
+        required=True,
+        metavar="FILE.jsonl",
+        help="JSONL: text rows, chats or preference pairs (read as tokenizer stats reads them)",
+    )
     ppl.add_argument("--field", default="text", help="name of the text field (default: text)")
     ppl.add_argument("--max-docs", type=int, help="only the first N documents")
     ppl.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
@@ -42,6 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ch.add_argument(
         "--scoring", default="letter", choices=("letter", "text"), help="score answer letters or option texts"
     )
+    ch.add_argument("--strict", action="store_true", help="stop at the first malformed row (default: report it)")
     ch.set_defaults(func=run_choice)
 
     tasks = ev_sub.add_parser("tasks", help="held-out demo tasks (exact match on greedy chat replies)")
@@ -162,9 +168,12 @@ def run_ppl(args: argparse.Namespace) -> int:
 def run_choice(args: argparse.Namespace) -> int:
     from weakwater.eval.choice import evaluate_choice, read_questions
 
+    malformed: list[str] | None = None if args.strict else []
+    questions = read_questions(args.data, malformed)
+    _report_malformed(malformed or [])
     model, tok = load(args)
-    result = evaluate_choice(model, tok, read_questions(args.data), shots=args.shots, scoring=args.scoring)
-    return emit(result, args.out)
+    result = evaluate_choice(model, tok, questions, shots=args.shots, scoring=args.scoring)
+    return emit({**result, "malformed": malformed or []}, args.out)
 
 
 def run_tasks(args: argparse.Namespace) -> int:

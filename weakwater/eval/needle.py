@@ -1,7 +1,7 @@
 """Needle in a haystack: can the model read back a pass key hidden at any depth of a long prompt?
 
-A user turn holds filler sentences with the needle ("The pass key is 48213. Remember it. 48213 is the pass
-key.", or its Chinese twin) inserted at a depth of 0-100% of the filler, then asks for the key. The reply is
+A user turn holds filler sentences with the needle ("The pass key is 48213. Remember it.", or its Chinese
+twin) inserted at a depth of 0-100% of the filler, then asks for the key. The reply is
 started for the model ("The pass key is " / "通行码是") and the key is scored by teacher forcing: a trial
 passes when every key token is the model's most likely next token, which is exactly what greedy decoding
 would write. One forward pass per trial, so prompts may run past the model's context (``max_seq_len``) to show
@@ -24,11 +24,7 @@ FILLER = {
     "en": ["The grass is green.", "The sky is blue.", "The sun is yellow.", "Here we go.", "There and back again."],
     "zh": ["草是绿的。", "天是蓝的。", "太阳是黄的。", "我们走吧。", "来来回回。"],
 }
-NEEDLE = {"en": "The pass key is {k}. Remember it. {k} is the pass key.", "zh": "通行码是{k}。记住它。{k}是通行码。"}
-INSTRUCTION = {
-    "en": "A pass key is hidden in the text below. Find it and remember it.",
-    "zh": "下面的文字里藏着一个通行码。找到并记住它。",
-}
+NEEDLE = {"en": "The pass key is {k}. Remember it.", "zh": "通行码是{k}。记住它。"}
 QUESTION = {"en": "What is the pass key?", "zh": "通行码是多少？"}
 REPLY = {"en": "The pass key is ", "zh": "通行码是"}
 DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -53,7 +49,7 @@ def make_trial(rng: random.Random, tokenizer: Any, length: int, depth: float, la
         filler = [sentences[i % len(sentences)] for i in range(n)]
         at = round(depth * n)
         body = sep.join([*filler[:at], NEEDLE[lang].format(k=key), *filler[at:]])
-        return [{"role": "user", "content": f"{INSTRUCTION[lang]}\n{body}\n{QUESTION[lang]}"}]
+        return [{"role": "user", "content": f"{body}\n{QUESTION[lang]}"}]
 
     def size(n: int) -> int:
         return len(prompt_ids(tokenizer, build(n), REPLY[lang]))
@@ -145,19 +141,6 @@ def evaluate_needle(
         "beyond_context": sum(beyond) / len(beyond) if beyond else None,
         "time_s": round(time.perf_counter() - t0, 2),
     }
-
-
-def training_rows(tokenizer: Any, n: int, max_len: int, seed: int = 0, min_len: int = 48) -> list[dict[str, Any]]:
-    """Chat SFT rows of the same task (lengths uniform in [``min_len``, ``max_len``] tokens, random depths, fresh
-    keys): what a long-context SFT stage trains on to learn to read its whole window."""
-    rng = random.Random(f"needle-train-{seed}")
-    rows = []
-    for i in range(n):
-        lang = ("en", "zh")[i % 2]
-        t = make_trial(rng, tokenizer, rng.randint(min_len, max_len), rng.random(), lang)
-        reply = t.reply_prefix + t.key + ("." if lang == "en" else "。")
-        rows.append({"conversations": [*t.messages, {"role": "assistant", "content": reply}]})
-    return rows
 
 
 def plot_heatmaps(results: dict[str, dict[str, Any]], path: str | Path) -> Path:

@@ -14,18 +14,33 @@ from typing import Any
 
 import torch
 
+from weakwater.console import Progress
+from weakwater.data.chat import record_text
 from weakwater.data.jsonl import DataError, SkipCounter, read_jsonl
 from weakwater.model.loglik import IGNORE_INDEX, token_logprobs
 
 
 def read_texts(path: str | Path, field: str = "text", skipped: SkipCounter | None = None) -> Iterator[str]:
-    """Non-empty ``field`` strings of a JSONL file; rows without one are counted in ``skipped``."""
+    """The text of each row (any format ``weakwater tokenizer stats`` reads: plain ``field`` rows, chats,
+    preference pairs; see :func:`weakwater.data.chat.record_text`); unusable rows are counted in ``skipped``."""
     for line_no, row in read_jsonl(path, strict=False, skipped=skipped):
-        value = row.get(field)
-        if isinstance(value, str) and value:
-            yield value
+        where = f"{path}:{line_no}"
+        try:
+            text = record_text(row, field, where)
+        except DataError as e:
+            if skipped is not None:
+                skipped.add(e.reason, where, message=e.message)
+            continue
+        if text:
+            yield text
         elif skipped is not None:
-            skipped.add(f"missing_{field}", f"{path}:{line_no}")
+            skipped.add("empty_text", where, message=f"{where}: empty text")
+
+
+def _count_lines(path: str | Path) -> int:
+    """Lines in the file (the progress total: rows that turn out unusable are still lines)."""
+    with open(path, "rb") as f:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
 
 
 def windows(ids: list[int], length: int) -> Iterator[tuple[list[int], list[int]]]:
@@ -64,21 +79,24 @@ def evaluate_ppl(
     skipped = SkipCounter()
     nats, tokens, n_bytes, docs = 0.0, 0, 0, 0
     pending: list[tuple[list[int], list[int]]] = []
-    for text in read_texts(path, field, skipped):
-        if max_docs is not None and docs >= max_docs:
-            break
-        ids = [tokenizer.eos_id, *tokenizer.encode(text)]
-        docs += 1
-        tokens += len(ids) - 1
-        n_bytes += len(text.encode("utf-8"))
-        pending.extend(windows(ids, seq_len))
-        while len(pending) >= batch_size:
-            nats += score_windows(model, pending[:batch_size], device)
-            pending = pending[batch_size:]
-    if pending:
-        nats += score_windows(model, pending, device)
+    total = _count_lines(path)
+    with Progress(min(total, max_docs) if max_docs is not None else total, "eval ppl", unit="docs") as progress:
+        for text in read_texts(path, field, skipped):
+            if max_docs is not None and docs >= max_docs:
+                break
+            ids = [tokenizer.eos_id, *tokenizer.encode(text)]
+            docs += 1
+            tokens += len(ids) - 1
+            n_bytes += len(text.encode("utf-8"))
+            pending.extend(windows(ids, seq_len))
+            while len(pending) >= batch_size:
+                nats += score_windows(model, pending[:batch_size], device)
+                pending = pending[batch_size:]
+            progress.update()
+        if pending:
+            nats += score_windows(model, pending, device)
     if tokens == 0:
-        raise DataError(f"{path}: no documents with a non-empty {field!r} field ({skipped.summary()})")
+        raise DataError(f"{path}: no documents with text; {skipped.summary()}")
     loss = nats / tokens
     return {
         "documents": docs,

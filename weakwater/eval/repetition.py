@@ -5,7 +5,8 @@ the tokenizer and ours compare with MiniMind's:
 
 - ``distinct_1`` / ``distinct_2``: unique unigrams (bigrams) / all unigrams (bigrams) of a reply, averaged
   over replies (Li et al., 2016, per reply: a reply that loops scores low whatever the others do);
-- ``repeated_4gram``: share of a reply's 4-grams that already occurred earlier in the same reply;
+- ``repeated_4gram``: share of a reply's 4-grams that already occurred earlier in the same reply (averaged over
+  replies with a 4-gram); ``looping``: share of all replies that repeat any 4-gram;
 - ``hit_token_limit``: share of replies that ran into ``max_new_tokens`` without ending their turn.
 
 Prompts: a built-in bilingual set, or a file (``.txt``: one prompt per line; JSONL rows with ``prompt``,
@@ -86,6 +87,7 @@ def repetition_metrics(replies: list[Reply]) -> dict[str, Any]:
         "distinct_1": _mean([distinct(s, 1) for s in seqs]),
         "distinct_2": _mean([distinct(s, 2) for s in seqs]),
         "repeated_4gram": _mean([repeated_ngram_rate(s, 4) for s in seqs]),
+        "looping": sum(bool(repeated_ngram_rate(s, 4)) for s in seqs) / len(seqs),
         "hit_token_limit": sum(r.finish_reason == "length" for r in replies) / len(replies),
         "mean_units": sum(map(len, seqs)) / len(seqs),
     }

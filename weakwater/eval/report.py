@@ -34,12 +34,26 @@ def headline_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, bool]]:
     before, after = dp["behaviour"]["before"]["ramble_sampled"], dp["behaviour"]["after"]["ramble_sampled"]
     rows.append(("dpo", "targeted behaviour: rambling replies, sampled (lower is better)", _pct(before), _pct(after),
                  after < before))  # fmt: skip
+    if "repetition_sampled" in dp["behaviour"]["after"]:
+        before, after = (dp["behaviour"][k]["repetition_sampled"]["looping"] for k in ("before", "after"))
+        rows.append(("dpo", "repetition: sampled replies repeating a 4-gram (lower is better)",
+                     _pct(before), _pct(after), after < before))  # fmt: skip
     lo = r["lora"]
     before, after = lo["domain"]["before"]["accuracy"], lo["domain"]["after"]["accuracy"]
     rows.append(("lora", "domain accuracy (Ossira, held-out)", _pct(before), _pct(after), after > before))
     for key, label in (("general", "general: facts (should drop little)"), ("general_arith", "general: additions")):
         before, after = lo[key]["before"]["accuracy"], lo[key]["after"]["accuracy"]
         rows.append(("lora", label, _pct(before), _pct(after), after >= before - 0.10))
+    if "tools" in r:
+        t = r["tools"]
+        before, after = t["before"], t["after"]
+        rows.append(("tools", "well-formed tool calls, held-out prompts (target >= 95%)", _pct(before["well_formed"]),
+                     _pct(after["well_formed"]), after["well_formed"] >= 0.95))  # fmt: skip
+        rows.append(("tools", "3-4 digit products: no tools -> with the calculator", _pct(before["no_tools_accuracy"]),
+                     _pct(after["accuracy"]), after["accuracy"] >= before["no_tools_accuracy"] + 0.5))  # fmt: skip
+        api = t["api"]
+        rows.append(("tools", f"same via the OpenAI API's tools ({api['n']} prompts)", "-", _pct(api["accuracy"]),
+                     api["accuracy"] >= after["accuracy"] - 0.1))  # fmt: skip
     return rows
 
 
@@ -103,7 +117,7 @@ def render(r: dict[str, Any]) -> str:
         "## Loss curves",
         "",
     ]
-    lines += [f"![{s}]({s}/loss.png)" for s in ("pretrain", "sft", "distill", "dpo", "lora")]
+    lines += [f"![{s}]({s}/loss.png)" for s in ("pretrain", "sft", "distill", "dpo", "lora", "tools") if s in r]
     lines += ["", "## Pretrained model samples (greedy)", ""]
     lines += [f"- `{s!r}`" for s in p["samples"]]
     lines += ["", "## Example generations", ""]

@@ -102,8 +102,10 @@ def run_model_tasks(model: torch.nn.Module, tokenizer: Any, cfg: SuiteConfig, ne
     if "choice" in cfg.tasks and cfg.choice_data:
         from weakwater.eval.choice import evaluate_choice, read_questions
 
-        questions = read_questions(cfg.choice_data)[: cfg.limit]
-        timed("choice", lambda: _drop(evaluate_choice(model, tokenizer, questions, scoring=cfg.choice_scoring)))
+        bad: list[str] | None = None if cfg.strict else []
+        questions = read_questions(cfg.choice_data, bad)[: cfg.limit]
+        timed("choice", lambda: {**_drop(evaluate_choice(model, tokenizer, questions, scoring=cfg.choice_scoring)),
+                                 "malformed": bad or []})  # fmt: skip
     if "tasks" in cfg.tasks:
         from weakwater.eval.tasks import run_task
 
@@ -179,6 +181,7 @@ def headline(results: dict[str, Any]) -> list[tuple[str, str, float | None]]:
                     m = r[mode]
                     rows.append((f"repetition {mode}: repeated 4-grams (lower is better)", _pct(m["repeated_4gram"]),
                                  m["repeated_4gram"]))  # fmt: skip
+                    rows.append((f"repetition {mode}: replies repeating a 4-gram", _pct(m["looping"]), m["looping"]))
                     for n in (1, 2):
                         value = m[f"distinct_{n}"]
                         rows.append((f"repetition {mode}: distinct-{n}", _num(value, 2), value))

@@ -7,21 +7,21 @@ rewards use). Greedy decoding, so numbers are reproducible.
 
 from __future__ import annotations
 
-import sys
 from collections import defaultdict
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
+from weakwater.console import Progress
 from weakwater.data.dpo import to_pair
 from weakwater.data.jsonl import read_jsonl
 from weakwater.data.sft import tokenize_conversation
 from weakwater.eval.answers import is_correct, is_well_formed
-from weakwater.infer import Generator, SamplingParams, chat_stop_ids
+from weakwater.infer import Generator, SamplingParams, end_token_ids
 from weakwater.model.loglik import IGNORE_INDEX, sequence_logprobs
 
 
@@ -63,7 +63,7 @@ def generate_replies(
     ``temperature`` with conversation i seeded ``seed + i`` (so a reply does not depend on the batching).
     ``progress`` names a progress bar on stderr (None: silent)."""
     gen = Generator(model, tokenizer, device=str(next(model.parameters()).device), weights=weights)
-    stop = chat_stop_ids(tokenizer)
+    stop = end_token_ids(tokenizer)
     params = [
         SamplingParams(
             max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, stop_token_ids=stop, seed=seed + i
@@ -72,14 +72,15 @@ def generate_replies(
     ]
     prompts = [tokenizer.encode(tokenizer.render_chat(m, add_generation_prompt=True)) for m in conversations]
     out: list[Reply] = []
-    with tqdm(total=len(prompts), desc=progress, file=sys.stderr, disable=progress is None, leave=False) as bar:
+    with Progress(len(prompts), progress, unit="replies") if progress is not None else nullcontext() as bar:
         for start in range(0, len(prompts), batch_size):
             dec = gen.decoder(prompts[start : start + batch_size], params[start : start + batch_size])
             while not dec.done:
                 dec.step()
             for r in sorted(dec.finished, key=lambda r: r.index):
                 out.append(Reply(tokenizer.decode(r.tokens), len(r.tokens), r.finish_reason or "length"))
-            bar.update(len(prompts[start : start + batch_size]))
+            if bar is not None:
+                bar.update(len(prompts[start : start + batch_size]))
     return out
 
 

@@ -1,1 +1,1 @@
-"""Leaving the project: HF Llama directories, GGUF for llama.cpp/Ollama, and importing MiniMind checkpoints."""
+"""Leaving the project: HF Llama/Qwen3 directories, GGUF for llama.cpp/Ollama, and importing MiniMind checkpoints."""

@@ -13,7 +13,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     export_sub = export.add_subparsers(dest="export_command", metavar="<format>", required=True)
 
     hf = export_sub.add_parser(
-        "hf", help="write a LlamaForCausalLM directory loadable by transformers without remote code"
+        "hf",
+        help="write a LlamaForCausalLM (QK-norm models: Qwen3ForCausalLM) directory that transformers loads "
+        "without remote code",
     )
     hf.add_argument("--model", required=True, metavar="DIR", help="saved WeakWater model directory")
     hf.add_argument("--out", required=True, metavar="DIR", help="output directory (replaced if it exists)")

@@ -1,4 +1,5 @@
-"""Export a saved model as a Hugging Face ``LlamaForCausalLM`` directory (no ``trust_remote_code``).
+"""Export a saved model as a Hugging Face ``LlamaForCausalLM`` directory, ``Qwen3ForCausalLM`` for
+QK-norm models (no ``trust_remote_code`` either way).
 
 The model itself (config shape fields, weight names, RoPE scaling) is translated by the one mapping
 in ``model/hf.py``; this module adds the files around it: token ids, tokenizer, chat template,
@@ -14,11 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
 from weakwater.model.config import ModelConfig
 from weakwater.model.hf import to_hf_config, to_hf_state_dict
-from weakwater.model.io import atomic_replace_dir, load_model
+from weakwater.model.io import atomic_replace_dir, load_model, save_safetensors
 from weakwater.model.llama import Transformer
 from weakwater.model.lora import load_adapter, merge_lora
 
@@ -130,7 +130,7 @@ def export_hf(
     merge_adapter: str | Path | None = None,
     dtype: str = "float32",
 ) -> Path:
-    """Write the HF Llama directory for the saved model in ``model_dir`` to ``out_dir``."""
+    """Write the HF directory (Llama, or Qwen3 for QK-norm) for the saved model in ``model_dir`` to ``out_dir``."""
     if dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     model_dir, out_dir = Path(model_dir), Path(out_dir)
@@ -140,11 +140,7 @@ def export_hf(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    save_file(
-        to_hf_state_dict(model.state_dict(), model.config, DTYPES[dtype]),
-        str(tmp / "model.safetensors"),
-        metadata={"format": "pt"},
-    )
+    save_safetensors(to_hf_state_dict(model.state_dict(), model.config, DTYPES[dtype]), tmp / "model.safetensors")
     (tmp / "config.json").write_text(json.dumps(hf_config(model.config, ids, dtype), indent=2) + "\n")
     generation = {
         "bos_token_id": ids.im_start,

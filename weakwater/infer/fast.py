@@ -7,6 +7,9 @@ per layer instead of seven), q and k are rotated together, RoPE cos/sin come fro
 once, and on a CPU the layer loop is compiled with TorchScript, which runs its ~250 small ops per
 token without going through Python (30% of an int8 step for the 26m preset).
 
+QK-norm models (``qk_norm``) normalize the q and k parts of the fused projection per head before
+RoPE, with their gains kept as gains in both formats.
+
 Two weight formats:
 - ``fp32`` (default): numerically the same computation as ``Transformer.forward`` (the tests
   compare greedy outputs with a naive full recompute and with batched decoding).

@@ -21,10 +21,20 @@ from weakwater.model.llama import KVCache, Transformer
 from weakwater.tokenizer.tokenizer import ChatTokenizer
 
 
-def chat_stop_ids(tokenizer: ChatTokenizer) -> tuple[int, ...]:
-    """Tokens that end an assistant turn: ``<|im_end|>`` and, as a safety net, ``<|endoftext|>``."""
-    ids = (getattr(tokenizer, "im_end_id", None), getattr(tokenizer, "eos_id", None))
-    return tuple(dict.fromkeys(i for i in ids if i is not None))
+def end_token_ids(tokenizer: ChatTokenizer) -> tuple[int, ...]:
+    """Tokens that end a reply, in chat and raw mode alike: every special token of the tokenizer except
+    the tags a reply may contain (:data:`~weakwater.tokenizer.tokenizer.REPLY_TAGS`: think/answer,
+    tool calls). ``<|im_end|>`` ends a turn and ``<|endoftext|>`` a document, but a small model also
+    emits ``<|im_start|>`` (it would go on to write the user's next turn) or MiniMind-3's vision and
+    buffer tokens; none of them is ever part of an answer. Tokenizers that do not list their special
+    tokens fall back to ``<|im_end|>`` and ``<|endoftext|>``.
+    """
+    from weakwater.tokenizer.tokenizer import REPLY_TAGS
+
+    listed = getattr(tokenizer, "special_ids", None)
+    specials = [i for t, i in listed().items() if t not in REPLY_TAGS] if listed is not None else []
+    fallback = (getattr(tokenizer, "im_end_id", None), getattr(tokenizer, "eos_id", None))
+    return tuple(dict.fromkeys(i for i in (*fallback, *specials) if i is not None))
 
 
 @dataclass
@@ -410,22 +420,23 @@ class Generator:
             yield rest
 
     def complete(self, text: str, params: SamplingParams) -> str:
-        """Plain continuation of ``text`` (for pretrained models)."""
+        """Plain continuation of ``text`` (for pretrained models), up to the end of the document."""
         if self.tokenizer is None:
             raise ValueError("complete needs a tokenizer")
-        return "".join(self.stream_text(self.tokenizer.encode(text), params))
+        return "".join(self.stream_text(self.tokenizer.encode(text), self.reply_params(params)))
 
     def chat_prompt(self, messages: list[dict[str, Any]]) -> list[int]:
         if self.tokenizer is None:
             raise ValueError("chat needs a tokenizer")
         return self.tokenizer.encode(self.tokenizer.render_chat(messages, add_generation_prompt=True))
 
-    def chat_params(self, params: SamplingParams) -> SamplingParams:
-        """``params`` with the end-of-turn tokens added to its stop tokens."""
+    def reply_params(self, params: SamplingParams) -> SamplingParams:
+        """``params`` with the tokens that end a reply (:func:`end_token_ids`) added to its stop tokens;
+        raw continuation uses the same set (``<|endoftext|>`` ends a document)."""
         assert self.tokenizer is not None
-        stops = tuple(dict.fromkeys(params.stop_token_ids + chat_stop_ids(self.tokenizer)))
+        stops = tuple(dict.fromkeys(params.stop_token_ids + end_token_ids(self.tokenizer)))
         return replace(params, stop_token_ids=stops)
 
     def chat(self, messages: list[dict[str, Any]], params: SamplingParams) -> str:
         """The assistant's reply (raw text, reasoning tags included) to a conversation."""
-        return "".join(self.stream_text(self.chat_prompt(messages), self.chat_params(params)))
+        return "".join(self.stream_text(self.chat_prompt(messages), self.reply_params(params)))

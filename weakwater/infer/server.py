@@ -4,6 +4,17 @@ Endpoints: ``GET /v1/models``, ``POST /v1/chat/completions`` and ``POST /v1/comp
 with SSE streaming), ``GET /`` (the web chat). Reasoning inside ``<think>`` goes to
 ``reasoning_content`` (DeepSeek's convention), the answer to ``content`` without ``<answer>`` tags.
 
+Tools follow OpenAI: ``tools`` (function schemas) are rendered into the prompt by the chat template;
+the model's ``<tool_call>`` blocks come back as ``message.tool_calls`` (``id``, ``type``,
+``function.name``, ``function.arguments`` as a JSON string) with ``finish_reason: "tool_calls"``;
+streamed, each call is one delta ``tool_calls[{index, id, type, function: {name, arguments: ""}}]``
+then its ``arguments``. ``tool_choice``: ``auto`` (default with tools), ``none`` (tools left out of
+the prompt, nothing parsed), ``required`` (the reply is begun with ``<tool_call>``) or
+``{"type": "function", "function": {"name": ...}}`` (begun with that call's name). A call the model
+writes badly (not JSON, an unknown tool, arguments not an object, cut off) is returned as text in
+``content``, never an error. ``GET /v1/tools`` lists and ``POST /v1/tools/call`` runs the tools the
+server was started with (``serve --tools``), for the web chat.
+
 Every bad request gets a 4xx with OpenAI's error body ``{"error": {message, type, param, code}}``.
 ``max_tokens`` larger than what fits in the context is clamped (the response then ends with
 ``finish_reason: "length"``); a prompt that leaves no room at all is a 400
@@ -19,11 +30,14 @@ set. It is not hardened for the open internet: put it behind a TLS proxy with it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
+import socket
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -34,15 +48,20 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from weakwater.infer.generate import Generator, StepEvent, TextStream, chat_stop_ids
+from weakwater.data.chat import ConversationError, to_messages
+from weakwater.infer.generate import Generator, StepEvent, TextStream, end_token_ids
 from weakwater.infer.reasoning import ReasoningSplitter, prompt_opens_think
 from weakwater.infer.sampling import SamplingParams
 from weakwater.infer.scheduler import Job, QueueFullError, Scheduler
+from weakwater.infer.tools import CALL_OPEN, CallStream, Tool, call_text, parse_call, parse_calls
+from weakwater.tokenizer.tokenizer import TOOL_TOKENS
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 MAX_STOP_STRINGS = 4
-CONTROL_TOKENS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
+# Stripped from message text: turn delimiters (a client could forge turns) and the tool tags (calls and
+# results travel in ``tool_calls`` and ``tool`` messages, never as tags inside text).
+CONTROL_TOKENS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>", *TOOL_TOKENS)
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
     "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
@@ -82,10 +101,23 @@ class TextPart(_Strict):
     text: str
 
 
+class FunctionCall(_Strict):
+    name: str
+    arguments: str  # a JSON object, as text (OpenAI's wire format)
+
+
+class ToolCallIn(_Strict):
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(_Strict):
-    role: Literal["system", "user", "assistant", "developer"]
+    role: Literal["system", "user", "assistant", "developer", "tool"]
     content: str | list[TextPart] | None = None
     reasoning_content: str | None = None
+    tool_calls: list[ToolCallIn] | None = None
+    tool_call_id: str | None = None
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -117,9 +149,38 @@ class _Sampling(_Strict):
         return tuple(s for s in stops if s)
 
 
+class FunctionDef(_Strict):
+    name: str = Field(min_length=1, max_length=64)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolDef(_Strict):
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class ChosenFunction(_Strict):
+    name: str
+
+
+class NamedToolChoice(_Strict):
+    type: Literal["function"]
+    function: ChosenFunction
+
+
 class ChatRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
+    tools: list[ToolDef] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+
+
+class ToolRun(_Strict):
+    name: str
+    arguments: dict[str, Any] | str
 
 
 class CompletionRequest(_Sampling):
@@ -139,6 +200,8 @@ class ServerConfig:
     max_body_bytes: int = 1 << 20
     max_batch: int = 8
     max_queue: int = 256
+    log: Callable[[str], None] | None = None  # one line per request (serve: stderr)
+    tools: list[Tool] | None = None  # tools the web chat may offer and run (``serve --tools``)
 
 
 def create_app(generator: Generator, config: ServerConfig) -> FastAPI:
@@ -153,12 +216,16 @@ def create_app(generator: Generator, config: ServerConfig) -> FastAPI:
 
     @app.middleware("http")
     async def guard(request: Request, call_next):  # type: ignore[no-untyped-def]
+        start = time.perf_counter()
         try:
             _check_request(request, config)
         except APIError as e:
-            return e.response()
-        response = await call_next(request)
+            response: Response = e.response()
+        else:
+            response = await call_next(request)
         response.headers["X-Content-Type-Options"] = "nosniff"
+        if config.log is not None:
+            _log_when_sent(request, response, start, config.log)
         return response
 
     @app.exception_handler(APIError)
@@ -194,12 +261,20 @@ def create_app(generator: Generator, config: ServerConfig) -> FastAPI:
         return api.model_card()
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(body: ChatRequest) -> Response:
-        return await api.chat(body)
+    async def chat_completions(body: ChatRequest, request: Request) -> Response:
+        return await api.chat(body, request.state)
 
     @app.post("/v1/completions")
-    async def completions(body: CompletionRequest) -> Response:
-        return await api.complete(body)
+    async def completions(body: CompletionRequest, request: Request) -> Response:
+        return await api.complete(body, request.state)
+
+    @app.get("/v1/tools")
+    async def list_tools() -> dict[str, Any]:
+        return {"object": "list", "data": [t.schema() for t in config.tools or []]}
+
+    @app.post("/v1/tools/call")
+    async def call_tool(body: ToolRun) -> dict[str, Any]:
+        return api.run_tool(body)
 
     @app.get("/")
     async def index() -> FileResponse:
@@ -209,7 +284,37 @@ def create_app(generator: Generator, config: ServerConfig) -> FastAPI:
     async def static(name: str) -> FileResponse:
         return _static(name)
 
+    @app.get("/favicon.ico")
+    async def favicon() -> FileResponse:  # browsers ask for it on every page
+        return _static("favicon.svg")
+
     return app
+
+
+def _log_when_sent(request: Request, response: Response, start: float, log: Callable[[str], None]) -> None:
+    """One line per request once its last byte is sent (a stream's end, not its first chunk): client,
+    method, path, status, seconds, and the token counts of a generation."""
+
+    def line() -> str:
+        client = request.client.host if request.client else "-"
+        usage = getattr(request.state, "usage", None)
+        tokens = f" tokens {usage.prompt}+{usage.completion}" if usage is not None else ""
+        seconds = time.perf_counter() - start
+        return f'{client} "{request.method} {request.url.path}" {response.status_code} {seconds:.2f}s{tokens}'
+
+    body = getattr(response, "body_iterator", None)
+    if body is None:
+        log(line())
+        return
+
+    async def logged() -> AsyncIterator[Any]:
+        try:
+            async for chunk in body:
+                yield chunk
+        finally:
+            log(line())
+
+    response.body_iterator = logged()  # type: ignore[attr-defined]
 
 
 def _static(name: str) -> FileResponse:
@@ -319,29 +424,77 @@ class _Api:
 
     # ----- /v1/chat/completions -----
 
-    async def chat(self, body: ChatRequest) -> Response:
-        self.check_model(body.model)
-        messages = [
-            {"role": "system" if m.role == "developer" else m.role, "content": _strip_control(m.text())}
-            for m in body.messages
-        ]
-        for m, src in zip(messages, body.messages):
-            if src.role == "assistant" and src.reasoning_content:
-                m["reasoning_content"] = src.reasoning_content
+    def _chat_prompt(self, body: ChatRequest) -> tuple[str, list[str] | None, str]:
+        """(prompt text, the tool names whose calls to read back or None, the text the reply is begun with).
+
+        Conversations that involve tools are validated as training data is (``weakwater.data.chat``), so a
+        bad one is a 400 naming the field, e.g. ``messages[3].role`` for a tool result with no call before.
+        """
+        messages: list[dict[str, Any]] = []
+        for m in body.messages:
+            message: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role}
+            message["content"] = _strip_control(m.text())
+            if m.role == "assistant" and m.reasoning_content:
+                message["reasoning_content"] = m.reasoning_content
+            if m.tool_calls:
+                message["tool_calls"] = [
+                    {**({"id": c.id} if c.id else {}), "type": "function", "function": c.function.model_dump()}
+                    for c in m.tool_calls
+                ]
+            if m.tool_call_id is not None:
+                message["tool_call_id"] = m.tool_call_id
+            messages.append(message)
+        tools = [t.model_dump(exclude_none=True) for t in body.tools or []]
+        names = [t["function"]["name"] for t in tools]
+        if len(set(names)) != len(names):
+            raise APIError(400, "tools: two functions share a name", param="tools")
+        choice = body.tool_choice or ("auto" if tools else "none")
+        if choice != "none" and not tools:
+            raise APIError(400, "tool_choice needs a non-empty tools list", param="tool_choice")
+        named = choice.function.name if isinstance(choice, NamedToolChoice) else None
+        if named is not None and named not in names:
+            raise APIError(400, f"tool_choice names {named!r}, which is not in tools", param="tool_choice")
+        if tools or any(m.get("tool_calls") or m["role"] == "tool" for m in messages):
+            if not self.tok.supports_tools:
+                raise APIError(400, "this model's chat template cannot render tools", param="tools")
+            try:
+                chat = to_messages({"messages": messages, "tools": tools or None}, prompt=True)
+            except ConversationError as e:
+                raise APIError(400, f"{e.field}: {e.reason}", param=e.field) from e
+            if choice == "none" and tools:  # the history keeps its calls; the prompt offers no tools
+                added = chat[0]["role"] == "system" and messages[0]["role"] != "system"
+                chat = chat[1:] if added else [{k: v for k, v in chat[0].items() if k != "tools"}, *chat[1:]]
+            messages = chat
         try:
             prompt_text = self.tok.render_chat(messages, add_generation_prompt=True)
         except Exception as e:  # template errors (e.g. roles in an order it refuses) are the client's
             raise APIError(
                 400, f"cannot render these messages with the model's chat template: {e}", param="messages"
             ) from e
+        # required / named: the reply is begun for the model, which only writes what follows. The forced text
+        # ends where the tokenizer cuts the same text in training (after the special token, after '":'), so
+        # the model continues from token boundaries it has seen.
+        prefix = ""
+        if named is not None:
+            prefix = CALL_OPEN + '\n{"name": ' + json.dumps(named, ensure_ascii=False) + ', "arguments":'
+        elif choice == "required":
+            prefix = CALL_OPEN
+        return prompt_text + prefix, (names if choice != "none" else None), prefix
+
+    async def chat(self, body: ChatRequest, state: Any = None) -> Response:
+        self.check_model(body.model)
+        prompt_text, tool_names, prefix = self._chat_prompt(body)
         prompt = self.tok.encode(prompt_text)
-        params = self.params(body, len(prompt), chat_stop_ids(self.tok), body.max_completion_tokens or body.max_tokens)
+        params = self.params(body, len(prompt), end_token_ids(self.tok), body.max_completion_tokens or body.max_tokens)
         job, events = self.submit(prompt, params)
         rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         base = {"id": rid, "created": created, "model": self.config.model_name, "system_fingerprint": None}
         text = TextStream(self._decode, params.stop)
-        split = ReasoningSplitter(in_think=prompt_opens_think(prompt_text))
+        split = ReasoningSplitter(in_think=prompt_opens_think(prompt_text) and not prefix)
         usage = _Usage(len(prompt))
+        if state is not None:  # for the request's log line
+            state.usage = usage
+        one_call = body.parallel_tool_calls is False
 
         async def deltas() -> AsyncIterator[tuple[str, str, str | None]]:
             async for ev in self._events(job, events):
@@ -365,53 +518,101 @@ class _Api:
                 finally:  # the client went away or the stream ended: free the slot now
                     job.cancelled.set()
 
+            calls_in = CallStream() if tool_names is not None else None
+            n_calls = 0
+
+            def content_deltas(c: str, final: bool) -> list[dict[str, Any]]:
+                """Content text as it comes; each tool call once it is complete and well-formed (else as text)."""
+                nonlocal n_calls
+                if calls_in is None:
+                    return [{"content": c}] if c else []
+                out: list[dict[str, Any]] = []
+                for kind, piece in calls_in.push(c) + (calls_in.finish() if final else []):
+                    call = parse_call(piece, tool_names) if kind == "call" else None
+                    if call is None:
+                        piece = call_text(piece) if kind == "call" else piece
+                        out += [{"content": piece}] if piece else []
+                    elif not (one_call and n_calls):
+                        head = {"index": n_calls, "id": _call_id(), "type": "function"}
+                        out.append({"tool_calls": [{**head, "function": {"name": call.name, "arguments": ""}}]})
+                        arguments = json.dumps(call.arguments, ensure_ascii=False)
+                        out.append({"tool_calls": [{"index": n_calls, "function": {"arguments": arguments}}]})
+                        n_calls += 1
+                return out
+
+            if calls_in is not None:
+                calls_in.push(prefix)  # the forced beginning of a call: nothing to send yet
+
             async def chat_sse() -> AsyncIterator[str]:
                 chunk = {**base, "object": "chat.completion.chunk"}
-                first = {
-                    "index": 0,
-                    "delta": {"role": "assistant", "content": ""},
-                    "logprobs": None,
-                    "finish_reason": None,
-                }
-                yield _sse({**chunk, "choices": [first]})
+
+                def event(delta: dict[str, Any], finish: str | None = None) -> str:
+                    choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+                    return _sse({**chunk, "choices": [choice]})
+
+                yield event({"role": "assistant", "content": ""})
                 async for item in _guard_stream(deltas()):
                     if isinstance(item, dict):  # an error raised mid-stream
                         yield _sse(item)
                         break
                     r, c, finish = item
-                    delta = {k: v for k, v in (("reasoning_content", r), ("content", c)) if v}
-                    if delta:
-                        yield _sse(
-                            {
-                                **chunk,
-                                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}],
-                            }
-                        )
+                    if r:
+                        yield event({"reasoning_content": r})
+                    for delta in content_deltas(c, final=finish is not None):
+                        yield event(delta)
                     if finish:
-                        done = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish}
-                        yield _sse({**chunk, "choices": [done]})
+                        yield event({}, "tool_calls" if n_calls else finish)
                         if include_usage:
                             yield _sse({**chunk, "choices": [], "usage": usage.dict()})
                 yield "data: [DONE]\n\n"
 
             return _stream_response(sse())
 
-        reasoning, content, finish = [], [], "stop"
+        reasoning, content, finish = [], [prefix], "stop"
         async for r, c, f in deltas():
             reasoning.append(r)
             content.append(c)
             finish = f or finish
-        message = {
+        message: dict[str, Any] = {
             "role": "assistant",
             "content": "".join(content).strip(),
             "reasoning_content": "".join(reasoning).strip() or None,
         }
+        if tool_names is not None:
+            parsed = parse_calls(message["content"], tool_names)
+            calls = parsed.calls[:1] if one_call else parsed.calls
+            if calls:
+                message["content"] = parsed.content or None
+                message["tool_calls"] = [
+                    {
+                        "id": _call_id(),
+                        "type": "function",
+                        "function": {"name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)},
+                    }
+                    for c in calls
+                ]
+                finish = "tool_calls"
         choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
         return JSONResponse({**base, "object": "chat.completion", "choices": [choice], "usage": usage.dict()})
 
+    def run_tool(self, body: ToolRun) -> dict[str, Any]:
+        """Run one of the server's own tools (the web chat's tool loop); its refusals are results, not errors."""
+        tools = {t.name: t for t in self.config.tools or []}
+        if body.name not in tools:
+            raise APIError(404, f"no tool named {body.name!r} on this server", param="name", code="tool_not_found")
+        arguments = body.arguments
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments or "{}")
+            except json.JSONDecodeError as e:
+                raise APIError(400, f"arguments: not valid JSON ({e.msg})", param="arguments") from e
+        if not isinstance(arguments, dict):
+            raise APIError(400, "arguments: expected a JSON object", param="arguments")
+        return {"name": body.name, "content": tools[body.name].run(arguments)}
+
     # ----- /v1/completions -----
 
-    async def complete(self, body: CompletionRequest) -> Response:
+    async def complete(self, body: CompletionRequest, state: Any = None) -> Response:
         self.check_model(body.model)
         if body.echo or body.logprobs:
             raise APIError(400, "echo and logprobs are not supported", param="echo" if body.echo else "logprobs")
@@ -424,13 +625,14 @@ class _Api:
             prompt = self.tok.encode(body.prompt)
             if not prompt:
                 raise APIError(400, "prompt is empty", param="prompt")
-        stop_ids = () if self.tok.eos_id is None else (self.tok.eos_id,)
-        params = self.params(body, len(prompt), stop_ids, body.max_tokens or 16)
+        params = self.params(body, len(prompt), end_token_ids(self.tok), body.max_tokens or 16)
         job, events = self.submit(prompt, params)
         rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
         base = {"id": rid, "object": "text_completion", "created": created, "model": self.config.model_name}
         text = TextStream(self._decode, params.stop)
         usage = _Usage(len(prompt))
+        if state is not None:  # for the request's log line
+            state.usage = usage
 
         async def deltas() -> AsyncIterator[tuple[str, str | None]]:
             async for ev in self._events(job, events):
@@ -510,6 +712,10 @@ def _strip_control(text: str) -> str:
     return text
 
 
+def _call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
 def _sse(obj: dict[str, Any]) -> str:
     return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
@@ -517,3 +723,29 @@ def _sse(obj: dict[str, Any]) -> str:
 def _stream_response(body: AsyncIterator[str]) -> StreamingResponse:
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(body, media_type="text/event-stream", headers=headers)
+
+
+@contextlib.contextmanager
+def serve_in_thread(app: FastAPI, timeout: float = 60.0) -> Iterator[str]:
+    """Run ``app`` with uvicorn on a free loopback port in a daemon thread; yields its base URL.
+
+    For in-process clients (the demo's OpenAI-API check, tests); ``weakwater serve`` runs uvicorn itself.
+    """
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the server did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()

@@ -5,8 +5,8 @@ or a parameter name is translated in one place only. Our parameter names are HF'
 ``model.`` prefix and our RoPE uses HF's rotate-half layout, so weights only need renaming.
 
 Each HF architecture is one ``HFArchitecture`` entry; ``architecture(config)`` picks the entry for a
-config. Only Llama exists today; a second architecture (e.g. Qwen3 for QK-norm) is one more entry
-plus whatever config keys it adds in ``to_hf_config``.
+config: ``LlamaForCausalLM``, or ``Qwen3ForCausalLM`` for ``qk_norm`` models (Qwen3 is Llama plus
+``q_norm``/``k_norm``, per-head RMSNorm of q and k before RoPE, under exactly our names).
 """
 
 from __future__ import annotations
@@ -23,21 +23,23 @@ from weakwater.model.llama import Transformer
 
 @dataclass(frozen=True)
 class HFArchitecture:
-    """An HF model class our weights map onto: its ``model_type`` and class name in transformers."""
+    """An HF model class our weights map onto: its ``model_type``, class name in transformers, and
+    the config keys only it has, set to the values that make it compute what we compute."""
 
     model_type: str
     class_name: str
+    own_keys: tuple[tuple[str, Any], ...] = ()
 
 
-LLAMA = HFArchitecture("llama", "LlamaForCausalLM")
-ARCHITECTURES = {a.model_type: a for a in (LLAMA,)}
+LLAMA = HFArchitecture("llama", "LlamaForCausalLM", (("mlp_bias", False), ("pretraining_tp", 1)))
+# Qwen3's sliding window would limit attention in some layers; ours attends to the whole context.
+QWEN3 = HFArchitecture("qwen3", "Qwen3ForCausalLM", (("use_sliding_window", False), ("sliding_window", None)))
+ARCHITECTURES = {a.model_type: a for a in (LLAMA, QWEN3)}
 
 
 def architecture(config: ModelConfig) -> HFArchitecture:
     """The HF architecture that computes what a model with ``config`` computes."""
-    if config.qk_norm:  # Llama has no q/k norms: exporting one as Llama would silently drop them
-        raise ValueError("QK-norm models map to Qwen3ForCausalLM, which the HF mapping does not cover yet")
-    return LLAMA
+    return QWEN3 if config.qk_norm else LLAMA
 
 
 def rope_dicts(config: ModelConfig) -> tuple[dict[str, Any] | None, dict[str, Any]]:
@@ -87,8 +89,7 @@ def to_hf_config(config: ModelConfig) -> dict[str, Any]:
         "rope_parameters": rope_parameters,
         "attention_bias": False,
         "attention_dropout": 0.0,
-        "mlp_bias": False,
-        "pretraining_tp": 1,
+        **dict(arch.own_keys),
         "tie_word_embeddings": config.tie_embeddings,
         "initializer_range": config.init_std,
     }
@@ -97,13 +98,14 @@ def to_hf_config(config: ModelConfig) -> dict[str, Any]:
 def from_hf_config(hf: dict[str, Any]) -> ModelConfig:
     """Our config from an HF ``config.json`` dict (transformers 4.x or 5.x RoPE spelling).
 
-    Refuses what our model cannot compute (another architecture, biases, another activation)
-    instead of loading weights that would silently give other logits.
+    Refuses what our model cannot compute (another architecture, biases, another activation, a sliding
+    window) instead of loading weights that would silently give other logits.
     """
     model_type = hf.get("model_type")
     if model_type not in ARCHITECTURES:
         raise ValueError(f"HF model_type {model_type!r} is not supported (supported: {', '.join(ARCHITECTURES)})")
-    for key, expected in (("hidden_act", "silu"), ("attention_bias", False), ("mlp_bias", False)):
+    checks = (("hidden_act", "silu"), ("attention_bias", False), ("mlp_bias", False), ("use_sliding_window", False))
+    for key, expected in checks:
         if hf.get(key, expected) != expected:
             raise ValueError(f"HF config {key}={hf[key]!r} is not supported (needs {expected!r})")
     rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
@@ -136,6 +138,7 @@ def from_hf_config(hf: dict[str, Any]) -> ModelConfig:
         rope_theta=float(theta),
         rope_scaling=scaling,
         norm_eps=hf["rms_norm_eps"],
+        qk_norm=model_type == QWEN3.model_type,
         tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
         init_std=hf.get("initializer_range", 0.02),
     )

@@ -40,6 +40,26 @@ def weights_state_dict(model: Transformer) -> dict[str, torch.Tensor]:
     return state
 
 
+def save_safetensors(
+    tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None
+) -> None:
+    """``safetensors.torch.save_file`` with the permissions of any other file this process writes.
+
+    safetensors creates its file with mode 0600 whatever the umask, so saved models and exports could
+    not be shared with another user or mounted into a container running as one; we restore
+    ``0666 & ~umask``, what ``open()`` would have given.
+    """
+    save_file(tensors, str(path), metadata=metadata or {"format": "pt"})
+    os.chmod(path, 0o666 & ~current_umask())
+
+
+def current_umask() -> int:
+    """The process umask (reading it means setting it, so it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_replace_dir(tmp: Path, final: Path) -> None:
     """Move a fully written ``tmp`` directory to ``final``, replacing any previous one."""
     old = final.with_name(final.name + ".old")
@@ -65,7 +85,7 @@ def save_model(
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     weights = tmp / WEIGHTS_FILE
-    save_file(weights_state_dict(model), str(weights), metadata={"format": "pt"})
+    save_safetensors(weights_state_dict(model), weights)
     meta = {
         "format": FORMAT,
         "model": model.config.to_dict(),

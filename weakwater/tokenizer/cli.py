@@ -30,7 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=DEFAULT_MAX_BYTES,
         help=f"sample at most this many bytes of text (default {DEFAULT_MAX_BYTES}; 0 = all, unbounded memory)",
     )
-    train.add_argument("--text-field", default="text", help="JSON field with the text (chat rows are also read)")
+    train.add_argument(
+        "--text-field", default="text", help="JSON field with the text (chat rows and preference pairs are also read)"
+    )
     train.add_argument("--heldout-frac", type=float, default=0.0, help="leave out this fraction of lines for stats")
     train.add_argument("--seed", type=int, default=0, help="sampling seed")
     train.set_defaults(func=run_train)
@@ -38,7 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     stats = tok_sub.add_parser("stats", help="chars/token and bytes/token of a tokenizer on JSONL text")
     stats.add_argument("--tokenizer", required=True, metavar="DIR", help="tokenizer or model directory")
     stats.add_argument("--data", action="append", required=True, metavar="PATH", help="JSONL file (repeatable)")
-    stats.add_argument("--text-field", default="text", help="JSON field with the text (chat rows are also read)")
+    stats.add_argument(
+        "--text-field", default="text", help="JSON field with the text (chat rows and preference pairs are also read)"
+    )
     stats.add_argument(
         "--heldout-frac", type=float, default=0.0, help="measure only the lines `train --heldout-frac` left out"
     )

@@ -28,6 +28,10 @@ SPECIAL_TOKENS: tuple[str, ...] = (
     "</answer>",
 )
 
+# Special tokens a reply may contain: reasoning and tool-call markup. Every other special token
+# (<|im_end|>, <|endoftext|>, <|im_start|>, MiniMind-3's vision/audio/buffer tokens...) ends a reply.
+REPLY_TAGS: frozenset[str] = frozenset(("<think>", "</think>", "<answer>", "</answer>", "<tool_call>", "</tool_call>"))
+
 # Tool-calling tags (Qwen's and MiniMind-3's), single special tokens that take the LAST ids of a tokenizer we
 # train: BPE learns ``vocab_size - 4`` tokens and these are appended, so every id below them is the same as in a
 # tokenizer trained without them (a merge learnt last is the only difference) and the vocabulary keeps its size.
@@ -121,6 +125,8 @@ class Tokenizer:
     def __init__(self, directory: str | Path):
         self.dir = Path(directory)
         path = self.dir / "tokenizer.json"
+        if not self.dir.is_dir():
+            raise FileNotFoundError(f"{self.dir}: no such directory (expected a tokenizer or saved model directory)")
         if not path.is_file():
             raise FileNotFoundError(f"no tokenizer.json in {self.dir} (is it a tokenizer or saved model directory?)")
         self._tok = _HFTokenizer.from_file(str(path))
@@ -169,6 +175,11 @@ class Tokenizer:
     def id_to_token(self, token_id: int) -> str | None:
         return self._tok.id_to_token(token_id)
 
+    def special_ids(self) -> dict[str, int]:
+        """Every added token flagged special, ``{content: id}`` in id order."""
+        added = self._tok.get_added_tokens_decoder()
+        return {t.content: i for i, t in sorted(added.items()) if t.special}
+
     def special_tokens_map(self) -> dict[str, str]:
         """bos/eos/pad/... strings from the config, as transformers hands them to chat templates."""
         out = {}
@@ -216,6 +227,12 @@ class Tokenizer:
             if reasoning is not None:  # transformers aliases older reasoning field names the same way
                 message = {"thinking": reasoning, **message, "reasoning_content": reasoning}
             chat.append(message)
+        if tools is None and chat and chat[0].get("role") == "system" and chat[0].get("tools"):
+            # MiniMind-3's shape: the tools ride on the system message. Templates (MiniMind's, Qwen's) read the
+            # ``tools`` variable, so hand them over as transformers would; an empty system prompt that only
+            # carried them is not a system prompt.
+            tools = chat[0]["tools"]
+            chat = chat[1:] if not chat[0].get("content") else [{**chat[0]}, *chat[1:]]
         if uses_tools and not self.supports_tools:
             raise ValueError(
                 f"the chat template of {self.dir} cannot render tools, tool calls or tool turns (a tokenizer trained "

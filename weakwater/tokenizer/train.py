@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -18,7 +19,8 @@ from typing import Any
 from tokenizers import Tokenizer as _HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from weakwater.data.jsonl import DataError, SkipCounter, iter_raw_lines, parse_line, record_text
+from weakwater.data.chat import record_text
+from weakwater.data.jsonl import DataError, SkipCounter, iter_raw_lines, parse_line
 from weakwater.tokenizer.pretokenize import pre_tokenizer
 from weakwater.tokenizer.tokenizer import CHAT_TEMPLATE, SPECIAL_TOKENS, TOOL_TOKENS, Tokenizer
 
@@ -65,7 +67,7 @@ def iter_texts(
                 text = record_text(parse_line(raw, where), text_field, where)
             except DataError as e:
                 if skipped is not None:
-                    skipped.add(e.reason, where)
+                    skipped.add(e.reason, where, message=e.message)
                 continue
             if text:
                 yield text
@@ -129,7 +131,7 @@ def train_tokenizer(
         min_frequency=min_frequency,
         special_tokens=list(SPECIAL_TOKENS),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
+        show_progress=sys.stderr.isatty(),  # the Rust trainer's own bar: terminals only, never into a log
     )
     skipped = SkipCounter()
     stats = {"docs": 0, "bytes": 0}
@@ -142,7 +144,7 @@ def train_tokenizer(
 
     tok.train_from_iterator(counted(), trainer=trainer)
     if stats["docs"] == 0:
-        raise DataError(f"no usable text in {', '.join(map(str, data))} ({skipped.summary()})", "no_data")
+        raise DataError(f"no usable text in {', '.join(map(str, data))}; {skipped.summary()}", "no_data")
     for i, special in enumerate(SPECIAL_TOKENS):
         if tok.token_to_id(special) != i:
             raise RuntimeError(f"special token {special} got id {tok.token_to_id(special)}, expected {i}")

@@ -30,12 +30,14 @@ def tokenizer_source(cfg: TrainConfig) -> str | None:
         return cfg.tokenizer
     if cfg.init and (Path(cfg.init) / "tokenizer.json").is_file():
         return cfg.init
-    meta_path = Path(cfg.data) / "meta.json" if cfg.data else None
-    if meta_path is not None and meta_path.is_file():
-        source = json.loads(meta_path.read_text(encoding="utf-8")).get("tokenizer", {}).get("dir")
-        if source and not Path(source).is_dir():
-            raise ConfigError(f"{meta_path} names tokenizer {source}, which no longer exists: pass --tokenizer DIR")
-        return source or None
+    if cfg.data and Path(cfg.data).is_dir():
+        from weakwater.data.pretrain import shard_tokenizer_dir
+
+        try:
+            source = shard_tokenizer_dir(cfg.data)  # relative to the shards, found from any working directory
+        except FileNotFoundError as e:
+            raise ConfigError(str(e)) from e
+        return str(source) if source is not None else None
     return None
 
 

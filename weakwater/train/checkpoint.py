@@ -30,7 +30,6 @@ import math
 import os
 import random
 import shutil
-import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from weakwater import console
 from weakwater.model.config import ModelConfig
 from weakwater.model.io import file_sha256
 from weakwater.train import distributed as wwdist
@@ -281,14 +281,14 @@ def resume(trainer: Trainer) -> str | None:
                 f"move them away to start the run over"
             )
         if trainer.is_main:
-            print(f"--resume: no checkpoint in {manager.root} yet; starting a new run", file=sys.stderr)
+            console.say(f"--resume: no checkpoint in {manager.root} yet; starting a new run")
         return None
     path = Path(name)  # type: ignore[arg-type]
     check_resume(trainer, read_trainer_state(path), path)
     load(trainer, path)
     if trainer.is_main:
         trainer.metrics.truncate_after(trainer.step)
-        print(f"resumed from {name} at step {trainer.step}", file=sys.stderr)
+        console.say(f"resumed from {name} at step {trainer.step}")
     return str(name)
 
 
@@ -304,7 +304,7 @@ def rollback(trainer: Trainer) -> None:
     if trainer.is_main:
         where = name or "the current weights (no checkpoint yet; skipped steps changed nothing)"
         message = f"{trainer.cfg.max_bad_steps} consecutive non-finite steps: rolled back to {where}, LR x{lr_scale:g}"
-        print(f"\n{message}", file=sys.stderr)
+        console.say(message)
         trainer.metrics.write({"step": trainer.step, "event": "rollback", "to": name, "lr_scale": lr_scale})
 
 
@@ -322,9 +322,12 @@ def check_run_dir(trainer: Trainer) -> None:
         raise ConfigError(
             f"{trainer.out} already holds checkpoints of a run: pass --resume to continue it or choose another --out"
         )
-    if not (existing[0] / TRAINER_FILE).is_file() and not (existing[0] / "state.json").is_file():
-        return  # an incomplete checkpoint: resume reports it and falls back to an older one
-    saved = read_trainer_state(existing[0])["model"]
+    if (existing[0] / "state.json").is_file():
+        read_trainer_state(existing[0])  # an older format: refused with what to do instead
+    try:
+        saved = read_trainer_state(existing[0])["model"]
+    except (ValueError, KeyError):
+        return  # unreadable: resume verifies every checkpoint, reports this one and falls back to an older one
     ours = trainer.model_config.to_dict()
     # A field newer than the checkpoint was at its default then (e.g. qk_norm off).
     defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
@@ -385,5 +388,5 @@ def check_resume(trainer: Trainer, run: dict[str, Any], path: Path) -> None:
         )
     if trainer.is_main and (notes or refused):
         accepted = notes + [f"{c} (allowed by --allow-config-change)" for c in refused]
-        print(f"--resume: changed since {path.name}: {'; '.join(accepted)}", file=sys.stderr)
+        console.say(f"--resume: changed since {path.name}: {'; '.join(accepted)}")
         trainer.metrics.write({"step": run["step"], "event": "config_change", "changes": accepted})

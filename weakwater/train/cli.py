@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from weakwater import console
 from weakwater.config import add_arguments, resolve
 from weakwater.train.config import ConfigError, TrainConfig
 from weakwater.train.stage import Stage
@@ -61,11 +62,24 @@ def add_stage_command(
     return parser
 
 
+def check_paths(cfg: TrainConfig, preset_flag: bool) -> None:
+    """Input paths that do not exist, named as the flag the user typed (before anything else complains
+    about a file inside them)."""
+    if cfg.init and not Path(cfg.init).is_dir():
+        raise ConfigError(f"--init {cfg.init}: no such directory (expected a saved model, e.g. runs/pt/final)")
+    if cfg.init and preset_flag:
+        raise ConfigError(f"--preset does nothing with --init: the model in {cfg.init} decides the shape; drop one")
+    for flag, path in (("--data", cfg.data), ("--val-data", cfg.val_data), ("--tokenizer", cfg.tokenizer)):
+        if path and not Path(path).exists():
+            raise ConfigError(f"{flag} {path}: no such file or directory")
+
+
 def run_stage(args: argparse.Namespace, name: str, config_cls: type[TrainConfig], make_stage: StageFactory) -> int:
     cfg = resolve(config_cls, args, section=name)
     if args.model_arg:
         cfg.model = {**cfg.model, **parse_model_args(args.model_arg)}
     cfg.validate()
+    check_paths(cfg, preset_flag="preset" in vars(args))
     from weakwater.train import build
     from weakwater.train.trainer import Trainer
 
@@ -75,7 +89,7 @@ def run_stage(args: argparse.Namespace, name: str, config_cls: type[TrainConfig]
     if trainer.interrupted:
         return 130
     if trainer.is_main:
-        print(f"{name}: done, {trainer.step} steps; model saved to {result}", file=sys.stderr)
+        console.say(f"{name}: done, {trainer.step} steps; model saved to {result}")
     return 0
 
 

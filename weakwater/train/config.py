@@ -7,6 +7,7 @@ data or model is touched so an impossible run fails in a second, saying what to 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -36,7 +37,10 @@ class TrainConfig:
         default=None,
         metadata={"help": "tokenizer directory; unset: the one in --init, else the one --data was prepared with"},
     )
-    preset: str = field(default="tiny", metadata={"help": "model size preset: tiny, 26m or 104m"})
+    preset: str = field(
+        default="tiny",
+        metadata={"help": "size of a new model: tiny, 26m or 104m (with --init the saved model's shape is used)"},
+    )
     init: str | None = field(default=None, metadata={"help": "saved model directory to start from"})
     max_steps: int = field(default=0, metadata={"help": "optimizer steps to run (0: derive from --epochs)"})
     epochs: float = field(default=1.0, metadata={"help": "passes over the training data when --max-steps is 0"})
@@ -111,7 +115,8 @@ class TrainConfig:
             if not ok:
                 problems.append(message)
 
-        need(bool(self.data), "--data is required: a directory made by `weakwater prepare`")
+        data_help = next(f.metadata["help"] for f in dataclasses.fields(self) if f.name == "data")
+        need(bool(self.data), f"--data is required ({data_help})")
         need(bool(self.out), "--out is required")
         need(self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}")
         need(self.grad_accum >= 1, f"--grad-accum must be >= 1, got {self.grad_accum}")

@@ -25,14 +25,15 @@ The stage never sees the Trainer, only a :class:`StageContext`.
 from __future__ import annotations
 
 import contextlib
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from weakwater import console
 from weakwater.device import autocast
 
 Metrics = dict[str, torch.Tensor]
@@ -97,9 +98,15 @@ class StageContext:
         return autocast(self.device, self.dtype)
 
     def say(self, message: str) -> None:
-        """One summary line on stderr from rank 0 (the progress bar also writes there)."""
+        """One summary line on stderr from rank 0, above the progress bar (:func:`weakwater.console.say`)."""
         if self.is_main:
-            print(message, file=sys.stderr, flush=True)
+            console.say(message)
+
+
+def sampling_generator(seed: int, rank: int, device: torch.device) -> torch.Generator:
+    """``StageContext.generator``: a stream of its own per rank, apart from the dropout stream."""
+    mixed = int(np.random.SeedSequence([seed, rank, 0x5EED]).generate_state(1, np.uint64)[0])
+    return torch.Generator(device=device).manual_seed(mixed)
 
 
 def call_setup(stage: Stage, ctx: StageContext) -> None:

@@ -95,6 +95,18 @@ class Tracker:
 
 def plot_curves(records: list[dict[str, Any]], png: Path, title: str) -> Path | None:
     """Train/val loss (log scale) and the learning rate against steps, as a PNG."""
+    fig = loss_figure(records, title)
+    if fig is None:
+        return None
+    import matplotlib.pyplot as plt
+
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return png
+
+
+def loss_figure(records: list[dict[str, Any]], title: str) -> Any:
+    """The figure :func:`plot_curves` saves (None without any loss record)."""
     train = [(r["step"], r["loss"]) for r in records if "loss" in r]
     val = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
     lrs = [(r["step"], r["lr"]) for r in records if "lr" in r]
@@ -104,6 +116,14 @@ def plot_curves(records: list[dict[str, Any]], png: Path, title: str) -> Path | 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogFormatterSciNotation
+
+    class PlainLogLabels(LogFormatterSciNotation):
+        """Label the ticks matplotlib would label, as plain numbers: losses live within a decade or two,
+        where the default reads 8×10⁰, 3×10⁰."""
+
+        def __call__(self, x: float, pos: int | None = None) -> str:
+            return f"{x:g}" if super().__call__(x, pos) else ""
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     if train:
@@ -113,6 +133,8 @@ def plot_curves(records: list[dict[str, Any]], png: Path, title: str) -> Path | 
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(PlainLogLabels())
+    ax.yaxis.set_minor_formatter(PlainLogLabels(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
     ax.grid(alpha=0.3)
     ax.set_title(title)
     if lrs:
@@ -125,6 +147,4 @@ def plot_curves(records: list[dict[str, Any]], png: Path, title: str) -> Path | 
     else:
         ax.legend(loc="upper right")
     fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
-    return png
+    return fig

@@ -27,17 +27,15 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import signal
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
+from weakwater import console
 from weakwater.config import save_resolved, to_dict
 from weakwater.data.loader import BatchLoader
 from weakwater.device import pick_device, pick_dtype
@@ -56,6 +54,7 @@ from weakwater.train.stage import (
     call_setup,
     has_rollout,
     load_stage_state,
+    sampling_generator,
     stage_state,
 )
 from weakwater.train.tracking import MetricsLog, Tracker, plot_curves
@@ -156,7 +155,7 @@ class Trainer:
             dtype=self.dtype,
             rank=self.dist.rank,
             world_size=self.dist.world_size,
-            generator=self._sampling_generator(),
+            generator=sampling_generator(cfg.seed, self.dist.rank, self.device),
             run_dir=self.out,
             total_steps=self.total_steps,
         )
@@ -176,11 +175,6 @@ class Trainer:
         self.metrics = MetricsLog(self.out / "metrics.jsonl")
 
     # ------------------------------------------------------------------ setup
-    def _sampling_generator(self) -> torch.Generator:
-        """The stages' sampling RNG: its own stream per rank, apart from the dropout stream (checkpointed)."""
-        seed = int(np.random.SeedSequence([self.cfg.seed, self.dist.rank, 0x5EED]).generate_state(1, np.uint64)[0])
-        return torch.Generator(device=self.device).manual_seed(seed)
-
     def _wrap_model(self) -> torch.nn.Module:
         """FSDP2 (in place) or DDP around the model, then optional torch.compile; returns what to call."""
         model: torch.nn.Module = self.model
@@ -251,8 +245,7 @@ class Trainer:
                         checkpoint.rollback(self)
                         pending = []
                         if bar is not None:
-                            bar.n = self.step
-                            bar.refresh()
+                            bar.reset_to(self.step)
                     continue
                 pending.append(result)
                 window_tokens += result.tokens
@@ -287,10 +280,7 @@ class Trainer:
         self.interrupted = True
         if self.is_main:
             self.metrics.write({"step": self.step, "event": "interrupted", "signal": self.stop_signal})
-            print(
-                f"\ninterrupted at step {self.step}: checkpoint {checkpoint} written; continue with --resume",
-                file=sys.stderr,
-            )
+            console.say(f"interrupted at step {self.step}: checkpoint {checkpoint} written; continue with --resume")
         return checkpoint
 
     def _train_step(self) -> StepResult | None:
@@ -395,10 +385,9 @@ class Trainer:
             self.counters["spikes"] += 1
             record["spike"] = True
             if self.is_main:
-                print(
-                    f"\nloss spike at step {self.step}: {loss:.4f} > {self.cfg.spike_factor} x running mean "
-                    f"{self.loss_ema:.4f}",
-                    file=sys.stderr,
+                console.say(
+                    f"loss spike at step {self.step}: {loss:.4f} > {self.cfg.spike_factor} x running mean "
+                    f"{self.loss_ema:.4f}"
                 )
         else:  # spikes stay out of the running mean so one spike does not hide the next
             self.loss_ema = loss if self.loss_ema is None else 0.9 * self.loss_ema + 0.1 * loss
@@ -456,6 +445,10 @@ class Trainer:
         if self.is_main:
             self.metrics.write({"step": self.step, **results})
             tracker.log({f"val/{k}": v for k, v in results.items()}, self.step)
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in results.items() if k.startswith("val_"))
+            if shown:
+                best = " (best so far)" if results.get("val_loss", math.inf) < self.best_val else ""
+                console.say(f"{self.stage.name} step {self.step}: {shown}{best}")
         val = results.get("val_loss")
         if val is not None and val < self.best_val:
             self.best_val = val
@@ -463,10 +456,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ saving
     def _save_model_dir(self, path: Path, extra: dict[str, Any]) -> None:
+        """A plain model directory (``best/``, ``final/``) of the current weights; every rank calls it."""
         plain = build.plain_copy(self.model, self.model_config, self.cfg, self.is_main)
         if plain is not None:
-            tok_dir = getattr(self.tokenizer, "dir", None)
-            save_model(plain, path, tokenizer_dir=tok_dir, extra={"stage": self.stage.name, **extra})
+            extra = {"stage": self.stage.name, **extra}
+            save_model(plain, path, tokenizer_dir=getattr(self.tokenizer, "dir", None), extra=extra)
         wwdist.barrier()
 
     def _save_final(self) -> Path:
@@ -475,16 +469,10 @@ class Trainer:
             from weakwater.model.lora import save_adapter
 
             save_adapter(self.model, self.out / "adapter")
-        self._save_model_dir(
-            final,
-            {
-                "step": self.step,
-                "best_val_loss": self.best_val if math.isfinite(self.best_val) else None,
-                "train_config": to_dict(self.cfg),
-            },
-        )
+        best = self.best_val if math.isfinite(self.best_val) else None
+        self._save_model_dir(final, {"step": self.step, "best_val_loss": best, "train_config": to_dict(self.cfg)})
         if self.is_main:
-            print(f"saved final model to {final}", file=sys.stderr)
+            console.say(f"saved final model to {final}")
         return final
 
     # ------------------------------------------------------------------ state (written by train/checkpoint.py)
@@ -539,7 +527,7 @@ class Trainer:
         return path
 
     def warn(self, message: str) -> None:
-        print(message, file=sys.stderr)
+        console.say(message)
         self.metrics.write({"step": self.step, "event": "warning", "message": message})
 
     # ------------------------------------------------------------------ signals, progress, trackers
@@ -576,19 +564,11 @@ class Trainer:
         wwdist.all_reduce_sum(flag)
         return bool(flag.item() > 0)
 
-    def _progress_bar(self) -> Any:
+    def _progress_bar(self) -> console.Progress | None:
+        """A bar on a terminal, plain periodic lines in a log or pipe (see :mod:`weakwater.console`)."""
         if not self.is_main:
             return None
-        from tqdm.auto import tqdm
-
-        return tqdm(
-            total=self.total_steps,
-            initial=self.step,
-            desc=self.stage.name,
-            unit="step",
-            dynamic_ncols=True,
-            disable=os.environ.get("WEAKWATER_NO_PROGRESS") == "1",
-        )
+        return console.Progress(self.total_steps, self.stage.name, unit="steps", initial=self.step)
 
     def _open_tracker(self) -> Tracker:
         kind = self.cfg.tracker if self.is_main else "none"

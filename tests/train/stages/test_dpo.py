@@ -17,7 +17,8 @@ from weakwater.train.trainer import Trainer
 
 def _cfg(tmp_path, data, init, **kw) -> DPOConfig:
     base = dict(data=str(data), out=str(tmp_path / "dpo"), init=str(init), max_steps=2, batch_size=2, seq_len=64,
-                eval_every=0, eval_batches=1, save_every=0, log_every=1, device="cpu", warmup_steps=0)  # fmt: skip
+                eval_every=0, eval_batches=1, save_every=0, log_every=1, device="cpu", warmup_steps=0,
+                allow_truncation=True)  # fmt: skip
     return DPOConfig(**{**base, **kw})
 
 

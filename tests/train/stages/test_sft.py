@@ -15,7 +15,11 @@ from weakwater.train.stages.distill import DistillConfig, DistillStage
 from weakwater.train.stages.sft import SFTConfig, SFTStage
 from weakwater.train.trainer import Trainer
 
-RUN = dict(max_steps=2, batch_size=2, eval_every=0, eval_batches=1, save_every=0, log_every=1, device="cpu")
+# Tiny windows cut most real answers on purpose (these tests are about the stages, not the data).
+RUN = dict(
+    max_steps=2, batch_size=2, eval_every=0, eval_batches=1, save_every=0, log_every=1, device="cpu",
+    allow_truncation=True,
+)  # fmt: skip
 
 
 def _metrics(out):
@@ -30,8 +34,15 @@ def test_few_steps_on_real_samples(tmp_path, reference_dir, bpe_tokenizer_dir, t
     data = reference_dir / "data" / f"{name}.jsonl"
     model = {"dim": 32, "n_layers": 1, "n_heads": 2, "n_kv_heads": 1, "max_seq_len": 64}
     cls, stage_cls = (SFTConfig, SFTStage) if name == "sft" else (DistillConfig, DistillStage)
-    cfg = cls(data=str(data), val_data=str(data), out=str(tmp_path / name), tokenizer=str(tok_dir), seq_len=64,
-              model=model, **RUN)  # fmt: skip
+    cfg = cls(
+        data=str(data),
+        val_data=str(data),
+        out=str(tmp_path / name),
+        tokenizer=str(tok_dir),
+        seq_len=64,
+        model=model,
+        **RUN,
+    )
     final = Trainer(cfg, stage_cls(cfg, tok), tokenizer=tok).fit()
     assert load_model(final).config.vocab_size == tok.vocab_size
     rows = _metrics(tmp_path / name)
@@ -123,7 +134,8 @@ def test_cli_sft_and_strict_error(tmp_path, make_model_dir, capsys):
             "--save-every", "0"]  # fmt: skip
     assert main(args) == 0
     err = capsys.readouterr().err
-    assert "sft train data: 1 conversations, skipped 1 records: no_assistant_turn=1" in err
+    assert "sft train data: 1 conversations, skipped 1 records:\n  no_assistant_turn x1, first: " in err
+    assert f"{data}:2: field conversations: no non-empty assistant turn" in err
     assert (tmp_path / "run" / "final" / "config.json").exists()
     assert main([*args[:-6], "--out", str(tmp_path / "strict"), "--strict", "--max-steps", "1"]) == 2
     strict_err = capsys.readouterr().err

@@ -4,7 +4,8 @@
 
 const $ = (id) => document.getElementById(id);
 const log = $("log");
-let history = [];      // [{role, content}] of finished turns
+let history = [];      // messages of finished exchanges (tool calls and results included)
+let serverTools = [];  // tools this server can run (GET /v1/tools): offered to the model when enabled
 let modelName = null;
 let controller = null; // AbortController of the reply being streamed
 
@@ -16,6 +17,20 @@ function headers() {
 }
 
 function setStatus(text) { $("status").textContent = text; }
+
+function toolsOn() { return serverTools.length > 0 && $("use-tools").checked; }
+
+async function loadTools() {
+  try {
+    const res = await fetch("/v1/tools", { headers: headers() });
+    const body = await res.json();
+    serverTools = res.ok ? body.data : [];
+  } catch (err) {
+    serverTools = [];
+  }
+  $("tools-label").hidden = serverTools.length === 0;
+  $("tool-names").textContent = serverTools.map((t) => t.function.name).join(", ");
+}
 
 async function loadModel() {
   try {
@@ -83,59 +98,114 @@ async function* sseEvents(response) {
   }
 }
 
+// Streams one reply into `view`; returns {content, finish, calls} (calls: OpenAI tool_calls, joined by index).
+async function streamReply(messages, view) {
+  let reasoning = "", content = "", finish = null;
+  const calls = [];
+  const body = {
+    model: modelName || undefined,
+    messages,
+    stream: true,
+    temperature: number("temperature", 0.7),
+    top_p: number("top-p", 0.9),
+    max_tokens: Math.max(1, Math.round(number("max-tokens", 256))),
+  };
+  if (toolsOn()) body.tools = serverTools;
+  const res = await fetch("/v1/chat/completions", {
+    method: "POST", headers: headers(), signal: controller.signal, body: JSON.stringify(body),
+  });
+  if (!res.ok) {
+    const err = await res.json().catch(() => ({}));
+    throw new Error(err.error ? err.error.message : res.status + " " + res.statusText);
+  }
+  for await (const chunk of sseEvents(res)) {
+    if (chunk.error) throw new Error(chunk.error.message);
+    const choice = chunk.choices && chunk.choices[0];
+    if (!choice) continue;
+    const delta = choice.delta || {};
+    if (delta.reasoning_content) {
+      reasoning += delta.reasoning_content;
+      view.details.hidden = false;
+      view.thinking.textContent = reasoning;
+    }
+    if (delta.content) {
+      content += delta.content;
+      view.answer.textContent = content;
+      if (reasoning) { view.details.open = false; view.summary.textContent = "Thought process"; }
+    }
+    for (const part of delta.tool_calls || []) {  // the first piece has id and name, later ones more arguments
+      const call = calls[part.index] || (calls[part.index] = { id: "", type: "function", function: { name: "", arguments: "" } });
+      if (part.id) call.id = part.id;
+      if (part.function && part.function.name) call.function.name += part.function.name;
+      if (part.function && part.function.arguments) call.function.arguments += part.function.arguments;
+    }
+    if (choice.finish_reason) finish = choice.finish_reason;
+    view.div.scrollIntoView({ block: "end" });
+  }
+  if (reasoning) view.summary.textContent = "Thought process";
+  return { content, finish, calls: calls.filter(Boolean) };
+}
+
+// A tool call or its result, dimmed, inside the assistant bubble that made the call.
+function addToolLine(view, text, kind) {
+  const line = document.createElement("div");
+  line.className = "tool " + kind;
+  line.textContent = text;
+  view.div.insertBefore(line, view.answer);
+  return line;
+}
+
+async function runTool(call) {
+  const res = await fetch("/v1/tools/call", {
+    method: "POST", headers: headers(), signal: controller.signal,
+    body: JSON.stringify({ name: call.function.name, arguments: call.function.arguments }),
+  });
+  const body = await res.json().catch(() => ({}));
+  if (!res.ok) return JSON.stringify({ error: body.error ? body.error.message : res.statusText });
+  return body.content;
+}
+
+const MAX_TOOL_ROUNDS = 4;
+
 async function send(text) {
   const system = $("system").value.trim();
-  const messages = (system ? [{ role: "system", content: system }] : []).concat(history, [{ role: "user", content: text }]);
+  const head = system ? [{ role: "system", content: system }] : [];
+  const turn = [{ role: "user", content: text }];  // this exchange: the message, calls, results, reply
   addMessage("user", text);
-  const view = addAssistant();
+  let view = addAssistant();
   view.div.classList.add("streaming");
-  let reasoning = "", content = "", finish = null;
+  let finish = null, content = "";
   controller = new AbortController();
   $("send").hidden = true;
   $("stop").hidden = false;
   setStatus("generating…");
   try {
-    const res = await fetch("/v1/chat/completions", {
-      method: "POST",
-      headers: headers(),
-      signal: controller.signal,
-      body: JSON.stringify({
-        model: modelName || undefined,
-        messages,
-        stream: true,
-        temperature: number("temperature", 0.7),
-        top_p: number("top-p", 0.9),
-        max_tokens: Math.max(1, Math.round(number("max-tokens", 256))),
-      }),
-    });
-    if (!res.ok) {
-      const body = await res.json().catch(() => ({}));
-      throw new Error(body.error ? body.error.message : res.status + " " + res.statusText);
-    }
-    for await (const chunk of sseEvents(res)) {
-      if (chunk.error) throw new Error(chunk.error.message);
-      const choice = chunk.choices && chunk.choices[0];
-      if (!choice) continue;
-      const delta = choice.delta || {};
-      if (delta.reasoning_content) {
-        reasoning += delta.reasoning_content;
-        view.details.hidden = false;
-        view.thinking.textContent = reasoning;
+    for (let round = 0; ; round++) {
+      const reply = await streamReply(head.concat(history, turn), view);
+      content = reply.content;
+      finish = reply.finish;
+      if (finish !== "tool_calls" || !reply.calls.length || round === MAX_TOOL_ROUNDS) {
+        turn.push({ role: "assistant", content });
+        break;
       }
-      if (delta.content) {
-        content += delta.content;
-        view.answer.textContent = content;
-        if (reasoning) { view.details.open = false; view.summary.textContent = "Thought process"; }
+      turn.push({ role: "assistant", content: content || null, tool_calls: reply.calls });
+      for (const call of reply.calls) {
+        addToolLine(view, "→ " + call.function.name + "(" + call.function.arguments + ")", "call");
+        const result = await runTool(call);
+        addToolLine(view, "← " + result, "result");
+        turn.push({ role: "tool", tool_call_id: call.id, content: result });
       }
-      if (choice.finish_reason) finish = choice.finish_reason;
-      view.div.scrollIntoView({ block: "end" });
+      view.div.classList.remove("streaming");
+      view.div.classList.add("called", "done");
+      view = addAssistant();
+      view.div.classList.add("streaming");
     }
-    if (reasoning) view.summary.textContent = "Thought process";
-    history.push({ role: "user", content: text }, { role: "assistant", content });
+    history.push(...turn);
     setStatus(finish === "length" ? "stopped: max tokens reached" : "");
   } catch (err) {
     if (err.name === "AbortError") {
-      history.push({ role: "user", content: text }, { role: "assistant", content });
+      if (turn[turn.length - 1].role !== "assistant") turn.push({ role: "assistant", content });
+      history.push(...turn);
       setStatus("stopped");
     } else {
       view.div.classList.add("error");
@@ -168,5 +238,6 @@ $("new-chat").addEventListener("click", () => {
   log.textContent = "";
   setStatus("");
 });
-$("api-key").addEventListener("change", loadModel);
+$("api-key").addEventListener("change", () => { loadModel(); loadTools(); });
 loadModel();
+loadTools();

@@ -3,12 +3,12 @@ against the ``--init`` model, console lines and the LoRA report."""
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 
+from weakwater import console
 from weakwater.model.config import RopeScaling
 from weakwater.model.io import read_model_config
 from weakwater.model.llama import rope_frequencies
@@ -19,9 +19,9 @@ ROPE_SCALINGS = ("none", "linear", "yarn")
 
 
 def say(message: str) -> None:
-    """One summary line on stderr, from the main process only (the progress bar also writes there)."""
+    """One summary line on stderr, from the main process only, above the progress bar."""
     if wwdist.is_main():
-        print(message, file=sys.stderr, flush=True)
+        console.say(message)
 
 
 @dataclass
@@ -47,6 +47,15 @@ class ChatConfig(TrainConfig):
             "sample (the same samples and loss as padding, fewer wasted slots); off: one right-padded sample per row"
         },
     )
+    allow_truncation: bool = field(
+        default=False,
+        metadata={"help": "train even when most samples would lose the end of their answer to the window"},
+    )
+
+    @property
+    def window_flag(self) -> str:
+        """The setting that decides the sample window, as the user typed it."""
+        return f"--max-seq-len {self.max_seq_len}" if self.max_seq_len else f"--seq-len {self.seq_len}"
 
     @property
     def sample_len(self) -> int:
@@ -101,6 +110,18 @@ def apply_context(model: torch.nn.Module, overrides: dict[str, Any]) -> None:
     config.rope_scaling = RopeScaling(**scaling) if isinstance(scaling, dict) else scaling
     inv_freq, model.attention_scale = rope_frequencies(config.head_dim, config.rope_theta, config.rope_scaling)
     model.inv_freq.copy_(inv_freq.to(model.inv_freq.device))
+
+
+def check_lengths(cfg: ChatConfig, datasets: dict[str, Any], name: str) -> None:
+    """Before the first step: each split's length distribution and what the window cuts; refuse when most
+    samples would lose their answer's end (see :mod:`weakwater.data.truncation`)."""
+    from weakwater.data.truncation import check_lengths as check
+
+    for split, ds in datasets.items():
+        if ds is not None:
+            report = ds.length_report(seed=cfg.seed)
+            report.setting = cfg.window_flag
+            check(report, cfg.allow_truncation, say, f"{name} {split} data")
 
 
 def report_trainable(model: torch.nn.Module) -> None:

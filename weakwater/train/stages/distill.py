@@ -32,6 +32,10 @@ from weakwater.train.stages.sft import SFTConfig, SFTStage
 
 @dataclass
 class DistillConfig(SFTConfig):
+    data: str = field(
+        default="",
+        metadata={"help": "R1-format chat JSONL: assistant turns <think>...</think><answer>...</answer>"},
+    )
     out: str = field(default="runs/distill", metadata={"help": "run directory (checkpoints, metrics, final model)"})
     tag_weight: float = field(
         default=10.0, metadata={"help": "loss weight of think/answer tag tokens at assistant positions (1: plain SFT)"}

@@ -30,13 +30,23 @@ from weakwater.model.lora import lora_disabled, lora_modules
 from weakwater.train.config import ConfigError
 from weakwater.train.losses import DPO_LOSSES, preference_loss
 from weakwater.train.stage import Metrics, StageContext
-from weakwater.train.stages.common import ChatConfig, apply_context, context_overrides, report_trainable, say
+from weakwater.train.stages.common import (
+    ChatConfig,
+    apply_context,
+    check_lengths,
+    context_overrides,
+    report_trainable,
+    say,
+)
 
 REF_FILE = "ref_logps.pt"
 
 
 @dataclass
 class DPOConfig(ChatConfig):
+    data: str = field(
+        default="", metadata={"help": 'preference pairs JSONL: {"chosen": [...], "rejected": [...]} per line'}
+    )
     out: str = field(default="runs/dpo", metadata={"help": "run directory (checkpoints, metrics, final model)"})
     lr: float = field(default=5e-6, metadata={"help": "peak learning rate (DPO wants a small one)"})
     batch_size: int = field(default=8, metadata={"help": "preference pairs per micro-batch per device"})
@@ -89,6 +99,7 @@ class DPOStage:
         for split, ds in (("train", self.train_set), ("val", self.val_set)):
             if ds is not None:
                 say(f"dpo {split} data: {len(ds)} pairs, {ds.skipped.summary()}")
+        check_lengths(cfg, {"train": self.train_set, "val": self.val_set}, self.name)
         return self.train_set, self.val_set
 
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:

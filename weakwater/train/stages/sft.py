@@ -18,13 +18,17 @@ from weakwater.model.loglik import IGNORE_INDEX
 from weakwater.train.config import ConfigError
 from weakwater.train.losses import weighted_token_nll
 from weakwater.train.stage import Metrics, StageContext
-from weakwater.train.stages.common import ChatConfig, report_trainable, say
+from weakwater.train.stages.common import ChatConfig, check_lengths, report_trainable, say
 
 CHAT_FORMATS = ("auto", "messages", "sharegpt", "alpaca")
 
 
 @dataclass
 class SFTConfig(ChatConfig):
+    data: str = field(
+        default="",
+        metadata={"help": "chat JSONL (MiniMind conversations, ShareGPT, Alpaca) or a question/answer CSV"},
+    )
     out: str = field(default="runs/sft", metadata={"help": "run directory (checkpoints, metrics, final model)"})
     lr: float = field(default=2e-4, metadata={"help": "peak learning rate"})
     warmup_steps: int = field(default=20, metadata={"help": "linear warmup steps"})
@@ -63,6 +67,7 @@ class SFTStage:
         for split, ds in (("train", self.train_set), ("val", self.val_set)):
             if ds is not None:
                 say(f"{self.name} {split} data: {len(ds)} conversations, {ds.skipped.summary()}")
+        check_lengths(cfg, {"train": self.train_set, "val": self.val_set}, self.name)
         return self.train_set, self.val_set
 
     def collate(self, samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -88,7 +93,7 @@ class SFTStage:
                 out[f"{split}_truncated"] = float(stats["truncated_head"] + stats["truncated_tail"])
                 if ctx.step >= ctx.total_steps:
                     ctx.say(
-                        f"{self.name} {split} data: {ds.skipped.summary()}; truncated to {self.cfg.sample_len + 1} "
-                        f"tokens: {stats['truncated_head']} kept their head, {stats['truncated_tail']} their tail"
+                        f"{self.name} {split} data: {ds.skipped.summary()}; cut to {self.cfg.window_flag}: "
+                        f"{stats['truncated_head']} kept their head, {stats['truncated_tail']} their tail"
                     )
         return out
