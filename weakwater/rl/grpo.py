@@ -59,6 +59,12 @@ class PolicyLossOutput:
     kl: torch.Tensor  # mean per-token KL (0 without a reference)
     clip_low: torch.Tensor  # share of tokens whose ratio was clipped below (negative advantage)
     clip_high: torch.Tensor  # ... clipped above (positive advantage)
+    tokens: torch.Tensor  # completion tokens the three means above are taken over
+
+    def token_means(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """kl / clip_low / clip_high as (sum, count) metrics: the trainer's global per-token means."""
+        names = ("kl", "clip_low", "clip_high")
+        return {name: (getattr(self, name).detach() * self.tokens, self.tokens) for name in names}
 
 
 def policy_loss(
@@ -105,22 +111,22 @@ def policy_loss(
         loss = (per_token * mask).sum() / max_new_tokens
         count = n
     with torch.no_grad():
-        tokens = mask.sum().clamp(min=1)
+        total = mask.sum()
+        tokens = total.clamp(min=1)
         low = ((ratio < 1 - eps_low) & (adv < 0)).to(mask.dtype) * mask
         high = ((ratio > 1 + eps_high) & (adv > 0)).to(mask.dtype) * mask
         stats = (kl.detach() * mask).sum() / tokens, low.sum() / tokens, high.sum() / tokens
-    return PolicyLossOutput(loss, count, *stats)
+    return PolicyLossOutput(loss, count, *stats, total)
 
 
 @torch.no_grad()
-def token_entropy(logits: torch.Tensor, mask: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
-    """Mean entropy (nats) of the next-token distributions at the masked positions, chunked to bound memory."""
+def token_entropy_sum(logits: torch.Tensor, mask: torch.Tensor, chunk: int = 1024) -> tuple[torch.Tensor, int]:
+    """(summed entropy in nats, number of positions) of the next-token distributions at the masked
+    positions, chunked to bound memory: a (sum, count) metric."""
     rows = logits[mask.bool()]
-    if rows.numel() == 0:
-        return torch.zeros((), device=logits.device)
     total = torch.zeros((), device=logits.device, dtype=torch.float32)
     for start in range(0, rows.shape[0], chunk):
         part = rows[start : start + chunk].float()
         logp = torch.log_softmax(part, dim=-1)
         total += -(logp.exp() * logp).sum()
-    return total / rows.shape[0]
+    return total, rows.shape[0]

@@ -175,9 +175,9 @@ def test_two_gloo_processes_match_one_process(tmp_path, model_dir):
     b = [r for r in records(tmp_path / "two") if "loss" in r]
     assert len(a) == len(b) == 4
     for x, y in zip(a, b):
-        # (kl, clip and entropy are per-rank token means averaged over ranks: not the 1-process token mean)
-        for key in ("loss", "grad_norm", "reward", "completion_len", "zero_adv_groups"):
-            assert x[key] == pytest.approx(y[key], abs=1e-5), (key, x, y)
+        # kl, clip and entropy are (sum, count) metrics: global token means, equal to the 1-process ones
+        for key in ("loss", "grad_norm", "reward", "completion_len", "zero_adv_groups", "kl", "clip_low", "entropy"):
+            assert x[key] == pytest.approx(y[key], rel=1e-4, abs=1e-5), (key, x, y)
     wa = load_file(str(tmp_path / "one" / "final" / "model.safetensors"))
     wb = load_file(str(tmp_path / "two" / "final" / "model.safetensors"))
     assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)

@@ -30,7 +30,7 @@ from weakwater.infer.sampling import SamplingParams
 from weakwater.model.io import load_model
 from weakwater.model.loglik import token_logprobs
 from weakwater.model.lora import lora_disabled, lora_modules
-from weakwater.rl.grpo import LOSS_AGGREGATIONS, equal_groups, group_advantages, policy_loss, token_entropy
+from weakwater.rl.grpo import LOSS_AGGREGATIONS, equal_groups, group_advantages, policy_loss, token_entropy_sum
 from weakwater.rl.rewards import parse_rewards, score
 from weakwater.rl.rollout import pack, sample_completions, sample_seed
 from weakwater.train.config import ConfigError, TrainConfig
@@ -270,13 +270,13 @@ class RLStage:
         loss, count = out.loss, out.count
         if batch["empty"]:
             loss, count = loss * 0.0, count * 0.0
-        metrics = {
-            **batch["metrics"],
-            "kl": out.kl,
-            "clip_low": out.clip_low,
-            "clip_high": out.clip_high,
-            "entropy": token_entropy(logits.detach(), batch["mask"]),
-        }
+        # Per-token statistics as (sum, count): the trainer turns them into the global token mean over
+        # micro-batches and ranks (a mean of per-rank means would weigh a short rank's tokens more).
+        # An "empty" batch (every group dropped) carries a stand-in group that must not count here either.
+        entropy, positions = token_entropy_sum(logits.detach(), batch["mask"])
+        pooled = {**out.token_means(), "entropy": (entropy, torch.tensor(float(positions), device=entropy.device))}
+        keep = 0.0 if batch["empty"] else 1.0
+        metrics = {**batch["metrics"], **{k: (s * keep, n * keep) for k, (s, n) in pooled.items()}}
         return loss, count, metrics
 
     # ------------------------------------------------------------------ evaluation and state
