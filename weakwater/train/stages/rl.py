@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from weakwater.data.packing import model_inputs
 from weakwater.data.prompts import PromptDataset, collate_prompts
 from weakwater.infer.sampling import SamplingParams
 from weakwater.model.io import load_model
@@ -32,7 +33,7 @@ from weakwater.model.loglik import token_logprobs
 from weakwater.model.lora import lora_disabled, lora_modules
 from weakwater.rl.grpo import LOSS_AGGREGATIONS, equal_groups, group_advantages, policy_loss, token_entropy_sum
 from weakwater.rl.rewards import parse_rewards, score
-from weakwater.rl.rollout import pack, sample_completions, sample_seed
+from weakwater.rl.rollout import Completions, pack, sample_completions, sample_seed
 from weakwater.train.config import ConfigError, TrainConfig
 
 
@@ -80,6 +81,10 @@ class RLConfig(TrainConfig):
     ppo_epochs: int = field(default=1, metadata={"help": "optimizer steps per rollout batch"})
     drop_equal_groups: bool = field(
         default=True, metadata={"help": "leave groups whose rewards are all equal out of the loss (no signal)"}
+    )
+    pack: bool = field(
+        default=True,
+        metadata={"help": "pack the update's sequences into rows (block-diagonal attention); --no-pack: right-pad"},
     )
     rollout_rows: int = field(default=0, metadata={"help": "completions decoded together (0: a whole micro-batch)"})
     fast_rollout: bool = field(
@@ -176,12 +181,22 @@ class RLStage:
     def needs_reference(self) -> bool:
         return self.cfg.beta > 0  # beta 0 holds no reference model at all
 
-    def _reference_logps(self, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def _reference_logps(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per-token log-probs of the batch's labels under the reference (the start model)."""
         if self.lora_model is not None:
             with lora_disabled(self.lora_model):
-                return token_logprobs(self.lora_model(input_ids), labels)
+                return token_logprobs(self.lora_model(batch["input_ids"], **model_inputs(batch)), batch["labels"])
         assert self.ref_model is not None, "setup() loads the reference when --beta > 0"
-        return token_logprobs(self.ref_model(input_ids), labels)
+        return token_logprobs(self.ref_model(batch["input_ids"], **model_inputs(batch)), batch["labels"])
+
+    def pack(self, done: Completions, rows: list[int]) -> dict[str, torch.Tensor]:
+        """The completions ``rows`` of a rollout as the update's tensors (packed unless --no-pack)."""
+        return pack(
+            [done.prompt_ids[r] for r in rows],
+            [done.completion_ids[r] for r in rows],
+            self.tokenizer.eos_id,
+            self.cfg.seq_len if self.cfg.pack else 0,
+        )
 
     def rollout(self, ctx: Any, batch: dict[str, Any]) -> dict[str, Any]:
         """Generate, score and pack one micro-batch (or hand back the stored one on a reuse step)."""
@@ -231,13 +246,14 @@ class RLStage:
         if empty:  # still run one group through the loss (zero-weighted) so every rank does a backward
             keep[0] = True
         rows = keep.repeat_interleave(G).nonzero().flatten().tolist()
-        packed = pack([done.prompt_ids[r] for r in rows], [done.completion_ids[r] for r in rows], tok.eos_id)
-        packed = {k: v.to(device) for k, v in packed.items()}
+        packed = {k: v.to(device) for k, v in self.pack(done, rows).items()}
         out: dict[str, Any] = {**packed, "advantages": advantages[rows].float().to(device), "empty": empty}
         if cfg.ppo_epochs > 1:
-            out["old_logp"] = token_logprobs(model(packed["input_ids"]), packed["labels"]).float()
+            out["old_logp"] = token_logprobs(
+                model(packed["input_ids"], **model_inputs(packed)), packed["labels"]
+            ).float()
         if self.ref_model is not None or self.lora_model is not None:
-            out["ref_logp"] = self._reference_logps(packed["input_ids"], packed["labels"]).float()
+            out["ref_logp"] = self._reference_logps(packed).float()
         lengths = torch.tensor([len(c) for c in done.completion_ids], dtype=torch.float64)
         metrics = {f"reward_{name}": values.nanmean() for name, values in parts.items() if not values.isnan().all()}
         metrics["reward"] = total.mean()
@@ -253,7 +269,7 @@ class RLStage:
         self, model: torch.nn.Module, batch: dict[str, Any], *, train: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor, dict]:
         cfg = self.cfg
-        logits = model(batch["input_ids"])
+        logits = model(batch["input_ids"], **model_inputs(batch))
         logp = token_logprobs(logits, batch["labels"])
         out = policy_loss(
             logp,
@@ -266,6 +282,7 @@ class RLStage:
             cfg.eps_high,
             cfg.loss_agg,
             cfg.max_new_tokens,
+            batch.get("segment_ids"),
         )
         loss, count = out.loss, out.count
         if batch["empty"]:
