@@ -399,14 +399,12 @@ class Trainer:
         }
         # A spike is relative to a positive running mean (losses that can go negative, e.g. policy gradients,
         # have no meaningful ratio).
-        if self.loss_ema is not None and self.loss_ema > 0 and loss > self.cfg.spike_factor * self.loss_ema:
+        factor = self.cfg.spike_factor
+        if factor and self.loss_ema is not None and self.loss_ema > 0 and loss > factor * self.loss_ema:
             self.counters["spikes"] += 1
             record["spike"] = True
             if self.is_main:
-                console.say(
-                    f"loss spike at step {self.step}: {loss:.4f} > {self.cfg.spike_factor} x running mean "
-                    f"{self.loss_ema:.4f}"
-                )
+                console.say(f"loss spike at step {self.step}: {loss:.4f} > {factor} x running mean {self.loss_ema:.4f}")
         else:  # spikes stay out of the running mean so one spike does not hide the next
             self.loss_ema = loss if self.loss_ema is None else 0.9 * self.loss_ema + 0.1 * loss
         if self.is_main:

@@ -211,3 +211,8 @@ def test_packed_updates_equal_padded_ones(tmp_path, model_dir, tok, stage_cls):
     wa = load_file(str(tmp_path / "packTrue" / "final" / "model.safetensors"))
     wb = load_file(str(tmp_path / "packFalse" / "final" / "model.safetensors"))
     assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
+
+
+def test_rl_reports_no_loss_spikes_by_default_online_dpo_does():
+    """The GRPO loss sits near 0 and changes sign, so a ratio to its running mean means nothing."""
+    assert RLConfig().spike_factor == 0 and OnlineDPOConfig().spike_factor == 3.0

@@ -33,6 +33,9 @@ class OnlineDPOConfig(RLConfig):
     loss_type: str = field(default="sigmoid", metadata={"help": "sigmoid (DPO), ipo or simpo (reference-free)"})
     beta: float = field(default=0.1, metadata={"help": "DPO/IPO/SimPO temperature beta"})
     simpo_gamma: float = field(default=0.5, metadata={"help": "SimPO target reward margin gamma"})
+    spike_factor: float = field(
+        default=3.0, metadata={"help": "log a loss spike above this x the running mean (0: no spike detection)"}
+    )
 
     def validate(self) -> None:
         super().validate()

@@ -90,6 +90,10 @@ class RLConfig(TrainConfig):
     fast_rollout: bool = field(
         default=True, metadata={"help": "fused-weight decoding engine for rollouts where it applies (not LoRA)"}
     )
+    spike_factor: float = field(
+        default=0.0,
+        metadata={"help": "loss spike warnings (0: off: the policy-gradient loss sits near 0 and changes sign)"},
+    )
     eval_limit: int = field(default=200, metadata={"help": "held-out prompts scored per evaluation"})
     eval_every: int = field(
         default=50, metadata={"help": "held-out greedy accuracy every N steps (0: only at the end)"}
