@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from weakwater.cli import main
-from weakwater.data.jsonl import DataError
 from weakwater.data.prepare import HashSet64, NearDupIndex, minhash_signature, normalise, prepare
 from weakwater.data.pretrain import PackedWindows
+from weakwater.jsonl import DataError
 from weakwater.tokenizer import load_tokenizer
 from weakwater.tokenizer.train import train_tokenizer
 

@@ -9,7 +9,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from weakwater.data.jsonl import DataError
 from weakwater.data.sft import (
     ChatDataset,
     SFTCollator,
@@ -18,6 +17,7 @@ from weakwater.data.sft import (
     tokenize_conversation,
 )
 from weakwater.data.truncation import fit_window
+from weakwater.jsonl import DataError
 from weakwater.model.loglik import IGNORE_INDEX
 from weakwater.tokenizer import load_tokenizer
 

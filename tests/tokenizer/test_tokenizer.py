@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from weakwater.cli import main
-from weakwater.data.jsonl import DataError
+from weakwater.jsonl import DataError
 from weakwater.tokenizer import SPECIAL_TOKENS, TOOL_TOKENS, Tokenizer, load_tokenizer
 from weakwater.tokenizer.train import is_heldout, iter_texts, tokenizer_stats, train_tokenizer
 

@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from weakwater.data.jsonl import DataError, SkipCounter, get_text, read_jsonl
+from weakwater.jsonl import DataError, SkipCounter, get_text, read_jsonl
 
 Message = dict[str, Any]
 

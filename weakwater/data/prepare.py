@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from weakwater.console import Progress
-from weakwater.data.jsonl import (
+from weakwater.jsonl import (
     MAX_LINE_BYTES,
     DataError,
     SkipCounter,

@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from weakwater.data.chat import ConversationError, Message, prompt_record, to_messages
-from weakwater.data.jsonl import DataError, SkipCounter, read_jsonl
+from weakwater.jsonl import DataError, SkipCounter, read_jsonl
 
 
 def _answer_field(record: dict[str, Any], where: str) -> str | None:

@@ -22,10 +22,10 @@ from typing import Any
 
 import torch
 
-from weakwater.data.jsonl import DataError
 from weakwater.eval.answers import answers_match, extract_answer, gsm8k_gold, is_well_formed
 from weakwater.eval.rows import field, read_rows
 from weakwater.eval.tasks import generate_replies
+from weakwater.jsonl import DataError
 
 BUILTIN = "builtin"
 

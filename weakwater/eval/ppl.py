@@ -16,7 +16,7 @@ import torch
 
 from weakwater.console import Progress
 from weakwater.data.chat import record_text
-from weakwater.data.jsonl import DataError, SkipCounter, read_jsonl
+from weakwater.jsonl import DataError, SkipCounter, read_jsonl
 from weakwater.model.loglik import IGNORE_INDEX, token_logprobs
 
 

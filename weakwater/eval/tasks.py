@@ -18,10 +18,10 @@ import torch
 
 from weakwater.console import Progress
 from weakwater.data.dpo import to_pair
-from weakwater.data.jsonl import read_jsonl
 from weakwater.data.sft import tokenize_conversation
 from weakwater.eval.answers import is_correct, is_well_formed
 from weakwater.infer import Generator, SamplingParams, end_token_ids
+from weakwater.jsonl import read_jsonl
 from weakwater.model.loglik import IGNORE_INDEX, sequence_logprobs
 
 

@@ -20,7 +20,7 @@ from tokenizers import Tokenizer as _HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from weakwater.data.chat import record_text
-from weakwater.data.jsonl import DataError, SkipCounter, iter_raw_lines, parse_line
+from weakwater.jsonl import DataError, SkipCounter, iter_raw_lines, parse_line
 from weakwater.tokenizer.pretokenize import pre_tokenizer
 from weakwater.tokenizer.tokenizer import CHAT_TEMPLATE, SPECIAL_TOKENS, TOOL_TOKENS, Tokenizer
 

@@ -8,7 +8,7 @@ import pickle
 import pytest
 
 from weakwater.data.chat import record_text
-from weakwater.data.jsonl import DataError, SkipCounter, get_text, read_jsonl
+from weakwater.jsonl import DataError, SkipCounter, get_text, read_jsonl
 
 HOSTILE = (
     b'\xef\xbb\xbf{"text": "bom first line"}\r\n'  # 1: BOM + CRLF, valid
