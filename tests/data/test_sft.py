@@ -215,9 +215,7 @@ def tool_tokenizer(tmp_path_factory):
     from weakwater.tokenizer.train import train_tokenizer
 
     out = tmp_path_factory.mktemp("tooltok")
-    corpus = out / "c.jsonl"
-    corpus.write_text("".join(json.dumps({"text": f"What is 12 * 35? 420. 计算 {i}"}) + "\n" for i in range(40)))
-    train_tokenizer([corpus], out / "tok", vocab_size=300)
+    train_tokenizer([f"What is 12 * 35? 420. 计算 {i}" for i in range(40)], out / "tok", vocab_size=300)
     return load_tokenizer(out / "tok")
 
 

@@ -39,7 +39,7 @@ def _answer_field(record: dict[str, Any], where: str) -> str | None:
 
 def parse_prompt(record: Any, where: str) -> tuple[list[Message], str | None]:
     """(prompt messages ending in a user turn, gold answer or None) for one record of any supported format."""
-    from weakwater.eval.answers import extract_answer, gsm8k_gold
+    from weakwater.answers import extract_answer, gsm8k_gold
 
     if not isinstance(record, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}", "not_object")
