@@ -282,10 +282,6 @@ def _results(chunks: Iterator[tuple[str, bool, list]], workers: int, initargs: t
             yield is_val, job.get()
 
 
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def prepare(
     data: Sequence[str | Path],
     tokenizer: str | Path,
@@ -380,6 +376,8 @@ def prepare(
         "workers": workers,
         "dedup": dedup,
     }
+    from weakwater.model.io import copy_tokenizer_files, file_sha256  # lazily: spawned workers need no torch
+
     meta = {
         "format": "weakwater-tokens",
         "version": 1,
@@ -391,13 +389,12 @@ def prepare(
         "tokenizer": {
             "dir": TOKENIZER_SUBDIR,
             "source": str(tok.dir.resolve()),
-            "sha256": _file_sha256(tok.dir / "tokenizer.json"),
+            "sha256": file_sha256(tok.dir / "tokenizer.json"),
         },
         "sources": [{"path": str(p), "val": v} for p, v in paths],
         "splits": {s: {"files": w.files, "tokens": w.tokens, "docs": w.docs} for s, w in writers.items()},
         "stats": stats,
     }
-    from weakwater.model.io import copy_tokenizer_files  # lazily: spawned workers need no torch
 
     tok_copy = out / TOKENIZER_SUBDIR
     shutil.rmtree(tok_copy, ignore_errors=True)
