@@ -157,28 +157,25 @@ class HashSet64:
         if 2 * (self.size + 1) > len(self.table):
             self._grow()
         h = h or 1  # keep 0 free as the empty marker
-        table, mask = self.table, len(self.table) - 1
-        i = h & mask
-        while True:
-            slot = int(table[i])
-            if slot == 0:
-                table[i] = h
-                self.size += 1
-                return True
-            if slot == h:
-                return False
-            i = (i + 1) & mask
+        i = self._slot(h)
+        if int(self.table[i]) == h:
+            return False
+        self.table[i] = h
+        self.size += 1
+        return True
 
     def __contains__(self, h: int) -> bool:
         h = h or 1
+        return int(self.table[self._slot(h)]) == h
+
+    def _slot(self, h: int) -> int:
+        """Where ``h`` is, or the empty slot where it belongs (linear probing from ``h mod size``)."""
         table, mask = self.table, len(self.table) - 1
         i = h & mask
         while True:
             slot = int(table[i])
-            if slot == 0:
-                return False
-            if slot == h:
-                return True
+            if slot == 0 or slot == h:
+                return i
             i = (i + 1) & mask
 
     def _grow(self) -> None:
