@@ -69,11 +69,19 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
 def all_reduce_sums(
     totals: torch.Tensor, metrics: dict[str, torch.Tensor], n: int
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Sum ``[loss, count]`` and the metric sums over ranks in one collective; metrics divided by ``n``."""
+    """Sum ``[loss, count]`` and the metric sums over ranks in one collective; plain metrics divided by
+    ``n`` (micro-batches x ranks), ``(sum, count)`` metrics by their summed count."""
     keys = sorted(metrics)
-    packed = torch.cat([totals, torch.stack([metrics[k] for k in keys])]) if keys else totals
+    packed = torch.cat([totals, *[metrics[k].reshape(-1) for k in keys]])
     all_reduce_sum(packed)
-    return packed[:2], {k: packed[2 + i] / n for i, k in enumerate(keys)}
+    out, at = {}, 2
+    for k in keys:
+        if metrics[k].numel() == 2:
+            out[k] = packed[at] / packed[at + 1].clamp(min=1e-12)
+        else:
+            out[k] = packed[at] / n
+        at += metrics[k].numel()
+    return packed[:2], out
 
 
 def wrap_model(

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from weakwater.model.loglik import sequence_logprobs
-from weakwater.rl.rollout import pack
+from weakwater.data.packing import model_inputs
+from weakwater.model.loglik import per_sample_sum, sequence_logprobs
 from weakwater.train.config import ConfigError
 from weakwater.train.losses import preference_loss
 from weakwater.train.stages.dpo import preference_problems
@@ -30,6 +30,9 @@ class OnlineDPOConfig(RLConfig):
     loss_type: str = field(default="sigmoid", metadata={"help": "sigmoid (DPO), ipo or simpo (reference-free)"})
     beta: float = field(default=0.1, metadata={"help": "DPO/IPO/SimPO temperature beta"})
     simpo_gamma: float = field(default=0.5, metadata={"help": "SimPO target reward margin gamma"})
+    spike_factor: float = field(
+        default=3.0, metadata={"help": "log a loss spike above this x the running mean (0: no spike detection)"}
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -52,7 +55,7 @@ class OnlineDPOStage(RLStage):
 
     @torch.no_grad()
     def _generate(self, ctx: Any, batch: dict[str, Any], rollout_no: int) -> dict[str, Any]:
-        tok, G = self.tokenizer, self.cfg.group_size
+        G = self.cfg.group_size
         done, total, parts = self._sample_and_score(ctx.model, batch, rollout_no)
         grouped = total.view(-1, G)
         # First best and first worst of each group (ties: the earliest sample, so the choice is deterministic).
@@ -63,11 +66,11 @@ class OnlineDPOStage(RLStage):
         if empty:  # keep one (zero-weighted) pair so every rank runs a forward and backward
             pairs = [(0, 0)]
         rows = [c for c, _ in pairs] + [r for _, r in pairs]
-        packed = pack([done.prompt_ids[r] for r in rows], [done.completion_ids[r] for r in rows], tok.eos_id)
-        packed = {k: v.to(ctx.device) for k, v in packed.items()}
+        packed = {k: v.to(ctx.device) for k, v in self.pack(done, rows).items()}
         out: dict[str, Any] = {**packed, "pairs": len(pairs), "empty": empty}
         if self.ref_model is not None or self.lora_model is not None:
-            ref = self._reference_logps(packed["input_ids"], packed["labels"]).sum(-1)
+            tokens, seg = self._reference_logps(packed), packed.get("segment_ids")
+            ref = tokens.sum(-1) if seg is None else per_sample_sum(tokens, seg, len(rows))
             out["ref_chosen"], out["ref_rejected"] = ref[: len(pairs)], ref[len(pairs) :]
         metrics = self._reward_metrics(done, total, parts)
         metrics["pair_share"] = torch.tensor(0.0 if empty else len(pairs) / len(batch["index"]), dtype=torch.float64)
@@ -78,7 +81,8 @@ class OnlineDPOStage(RLStage):
         self, model: torch.nn.Module, batch: dict[str, Any], *, train: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor, dict]:
         n = batch["pairs"]
-        logps, lengths = sequence_logprobs(model(batch["input_ids"]), batch["labels"])
+        logits = model(batch["input_ids"], **model_inputs(batch))
+        logps, lengths = sequence_logprobs(logits, batch["labels"], batch.get("segment_ids"), 2 * n)
         out = preference_loss(
             self.cfg.loss_type,
             logps[:n],
