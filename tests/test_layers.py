@@ -25,7 +25,7 @@ FORBIDDEN = {
     "data": {"train", "eval", "rl", "export", "bench", "demo"},
     "infer": {"train", "eval", "rl", "export", "bench", "demo"},
     "eval": {"train", "rl", "export", "bench", "demo"},
-    "rl": {"train", "data", "eval", "export", "bench", "demo"},
+    "rl": {"train", "eval", "export", "bench", "demo"},
     "export": {"train", "data", "eval", "infer", "rl", "bench", "demo"},
 }
 
