@@ -15,10 +15,10 @@ import torch
 from torch.utils.data import Dataset
 
 from weakwater.data.chat import ConversationError, Message, _from_role_content, validate
-from weakwater.data.jsonl import SkipCounter
 from weakwater.data.packing import lay_out
 from weakwater.data.sft import LazyRecords, _require_rows, open_chat_shards, tokenize_conversation
 from weakwater.data.truncation import LengthReport, TruncationCounter, fit_window, measure
+from weakwater.jsonl import SkipCounter
 from weakwater.model.loglik import IGNORE_INDEX
 from weakwater.tokenizer.tokenizer import ChatTokenizer
 

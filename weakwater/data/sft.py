@@ -26,9 +26,9 @@ import torch
 from torch.utils.data import Dataset
 
 from weakwater.data.chat import ConversationError, Message, read_conversations, to_messages
-from weakwater.data.jsonl import DataError, SkipCounter
 from weakwater.data.packing import lay_out
 from weakwater.data.truncation import LengthReport, TruncationCounter, fit_window, measure
+from weakwater.jsonl import DataError, SkipCounter
 from weakwater.model.loglik import IGNORE_INDEX
 from weakwater.tokenizer.tokenizer import ChatTokenizer
 
@@ -102,7 +102,7 @@ class LazyRecords:
         self.offsets = all_offsets[np.asarray(keep, dtype=np.int64)]
 
     def _valid(self, strict: bool, skipped: SkipCounter) -> Iterator[tuple[int, Any]]:
-        from weakwater.data.jsonl import read_jsonl
+        from weakwater.jsonl import read_jsonl
 
         for line_no, record in read_jsonl(self.path, strict=strict, skipped=skipped):
             try:
