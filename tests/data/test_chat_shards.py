@@ -11,8 +11,8 @@ from safetensors.torch import load_file
 from weakwater.cli import main
 from weakwater.data.chat_shards import ChatShards, write_chat_shards
 from weakwater.data.dpo import PreferenceDataset
-from weakwater.data.jsonl import DataError
 from weakwater.data.sft import ChatDataset
+from weakwater.jsonl import DataError
 from weakwater.tokenizer import load_tokenizer
 
 BIG = 1 << 30

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from weakwater.data.jsonl import DataError
+from weakwater.jsonl import DataError
 
 FORMAT = "weakwater-chat-shards"
 KINDS = {"sft": 1, "dpo": 2}  # sequences per sample
