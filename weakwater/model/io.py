@@ -65,6 +65,16 @@ def current_umask() -> int:
     return mask
 
 
+def fresh_tmp_dir(final: Path) -> Path:
+    """An empty temporary sibling of ``final`` to write into (what a crashed earlier write left is removed);
+    :func:`atomic_replace_dir` then moves it into place."""
+    tmp = final.with_name(final.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
 def atomic_replace_dir(tmp: Path, final: Path) -> None:
     """Move a fully written ``tmp`` directory to ``final``, replacing any previous one."""
     old = final.with_name(final.name + ".old")
@@ -85,10 +95,7 @@ def save_model(
 ) -> Path:
     """Write ``model`` (and the tokenizer files found in ``tokenizer_dir``) to ``out_dir``."""
     out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    tmp = fresh_tmp_dir(out_dir)
     weights = tmp / WEIGHTS_FILE
     save_safetensors(weights_state_dict(model), weights)
     meta = {

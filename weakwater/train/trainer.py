@@ -57,24 +57,24 @@ from weakwater.train.stage import (
     sampling_generator,
     stage_state,
 )
-from weakwater.train.tracking import MetricsLog, Tracker, plot_curves
+from weakwater.train.tracking import MetricsLog, Tracker, open_tracker, plot_curves
 
 
 def _add_metrics(acc: dict[str, torch.Tensor], metrics: dict[str, Any], device: torch.device) -> None:
-    """Sum a micro-batch's stage metrics into ``acc`` without leaving the device."""
+    """Sum a micro-batch's stage metrics into ``acc`` without leaving the device.
+
+    A metric is a 0-d tensor (averaged over micro-batches and ranks) or a ``(sum, count)`` pair (a ratio of
+    sums, e.g. a per-token mean: the micro-batches' and ranks' sums and counts are added before dividing, so
+    it is the global token mean whatever the split). Pairs are kept as 2-element tensors.
+    """
     for key, value in metrics.items():
-        value = value.detach().float() if isinstance(value, torch.Tensor) else torch.tensor(float(value), device=device)
+        if isinstance(value, tuple):
+            value = torch.stack([torch.as_tensor(v, device=device).detach().float().reshape(()) for v in value])
+        elif isinstance(value, torch.Tensor):
+            value = value.detach().float()
+        else:
+            value = torch.tensor(float(value), device=device)
         acc[key] = acc[key] + value if key in acc else value
-
-
-def _reduce(
-    totals: torch.Tensor, metrics: dict[str, torch.Tensor], n: int
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Sum ``[loss, count]`` and the metric sums over ranks in one collective; metrics divided by ``n``."""
-    keys = sorted(metrics)
-    packed = torch.cat([totals, torch.stack([metrics[k] for k in keys])]) if keys else totals
-    wwdist.all_reduce_sum(packed)
-    return packed[:2], {k: packed[2 + i] / n for i, k in enumerate(keys)}
 
 
 @dataclass
@@ -144,7 +144,7 @@ class Trainer:
             )
         self.model.to(self.device)
         torch.manual_seed(cfg.seed + self.dist.rank)  # dropout streams differ per rank
-        self.forward_model = self._wrap_model()
+        self.forward_model = wwdist.wrap_model(self.model, self.dist, self.device, cfg.fsdp, cfg.compile)
         self.optimizer = build.build_optimizer(self.model, cfg, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.dtype == torch.float16 else None
         self.ctx = StageContext(
@@ -175,24 +175,6 @@ class Trainer:
         self.metrics = MetricsLog(self.out / "metrics.jsonl")
 
     # ------------------------------------------------------------------ setup
-    def _wrap_model(self) -> torch.nn.Module:
-        """FSDP2 (in place) or DDP around the model, then optional torch.compile; returns what to call."""
-        model: torch.nn.Module = self.model
-        if self.cfg.fsdp:
-            from torch.distributed.fsdp import fully_shard
-
-            for block in self.model.layers:
-                fully_shard(block)
-            fully_shard(self.model)
-        elif self.dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            model = DistributedDataParallel(self.model, device_ids=ids)
-        if self.cfg.compile:
-            model = torch.compile(model)
-        return model
-
     # ------------------------------------------------------------------ schedule
     def lr_at(self, step: int) -> float:
         """The schedule's learning rate at ``step`` (see :mod:`weakwater.train.optim`), times the rollback scale."""
@@ -227,7 +209,7 @@ class Trainer:
                 save_resolved(cfg, self.out / "config.json")
             resumed_from = checkpoint.resume(self) if cfg.resume else None
             call_setup(self.stage, self.ctx)
-            tracker = self._open_tracker()
+            tracker = open_tracker(self.cfg.tracker if self.is_main else "none", self.out, to_dict(self.cfg))
             old_handlers = self._install_signal_handlers()
             bar = self._progress_bar()
             if self.is_main:
@@ -312,7 +294,7 @@ class Trainer:
             totals += torch.stack([loss.detach().float(), count.detach().float()])
             _add_metrics(metrics, extra, self.device)
         # One collective for loss, count and the stage metrics (averaged over micro-batches and ranks).
-        totals, extras = _reduce(totals, metrics, cfg.grad_accum * self.dist.world_size)
+        totals, extras = wwdist.all_reduce_sums(totals, metrics, cfg.grad_accum * self.dist.world_size)
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         # DDP/FSDP average gradients over ranks; turn that into "sum over everything / global count".
@@ -381,14 +363,12 @@ class Trainer:
         }
         # A spike is relative to a positive running mean (losses that can go negative, e.g. policy gradients,
         # have no meaningful ratio).
-        if self.loss_ema is not None and self.loss_ema > 0 and loss > self.cfg.spike_factor * self.loss_ema:
+        factor = self.cfg.spike_factor
+        if factor and self.loss_ema is not None and self.loss_ema > 0 and loss > factor * self.loss_ema:
             self.counters["spikes"] += 1
             record["spike"] = True
             if self.is_main:
-                console.say(
-                    f"loss spike at step {self.step}: {loss:.4f} > {self.cfg.spike_factor} x running mean "
-                    f"{self.loss_ema:.4f}"
-                )
+                console.say(f"loss spike at step {self.step}: {loss:.4f} > {factor} x running mean {self.loss_ema:.4f}")
         else:  # spikes stay out of the running mean so one spike does not hide the next
             self.loss_ema = loss if self.loss_ema is None else 0.9 * self.loss_ema + 0.1 * loss
         if self.is_main:
@@ -430,7 +410,7 @@ class Trainer:
                 totals += torch.stack([loss.float(), count.float()])
                 _add_metrics(metrics, extra, self.device)
             self.model.train()
-            totals, means = _reduce(totals, metrics, batches * self.dist.world_size)
+            totals, means = wwdist.all_reduce_sums(totals, metrics, batches * self.dist.world_size)
             keys = sorted(means)
             values = torch.stack([totals[0] / totals[1].clamp(min=1), *[means[k] for k in keys]]).tolist()
             results["val_loss"] = values[0]
@@ -530,7 +510,7 @@ class Trainer:
         console.say(message)
         self.metrics.write({"step": self.step, "event": "warning", "message": message})
 
-    # ------------------------------------------------------------------ signals, progress, trackers
+    # ------------------------------------------------------------------ signals, progress
     def _install_signal_handlers(self) -> dict[int, Any]:
         """SIGINT/SIGTERM finish the current step, write a checkpoint and return (a second signal kills)."""
         import threading
@@ -569,10 +549,3 @@ class Trainer:
         if not self.is_main:
             return None
         return console.Progress(self.total_steps, self.stage.name, unit="steps", initial=self.step)
-
-    def _open_tracker(self) -> Tracker:
-        kind = self.cfg.tracker if self.is_main else "none"
-        try:
-            return Tracker(kind, self.out, self.out.name, to_dict(self.cfg))
-        except ImportError as e:
-            raise ConfigError(f"--tracker {kind}: {e.name} is not installed (pip install 'weakwater[tracking]')") from e

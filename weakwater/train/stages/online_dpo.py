@@ -14,14 +14,12 @@ from typing import Any
 
 import torch
 
-from weakwater.infer.sampling import SamplingParams
-from weakwater.model.loglik import sequence_logprobs
-from weakwater.rl.rewards import score
-from weakwater.rl.rollout import pack, sample_completions, sample_seed
+from weakwater.data.packing import model_inputs
+from weakwater.model.loglik import per_sample_sum, sequence_logprobs
 from weakwater.train.config import ConfigError
 from weakwater.train.losses import preference_loss
 from weakwater.train.stages.dpo import preference_problems
-from weakwater.train.stages.rl import RLConfig, RLStage, last_user_text
+from weakwater.train.stages.rl import RLConfig, RLStage
 
 
 @dataclass
@@ -32,6 +30,9 @@ class OnlineDPOConfig(RLConfig):
     loss_type: str = field(default="sigmoid", metadata={"help": "sigmoid (DPO), ipo or simpo (reference-free)"})
     beta: float = field(default=0.1, metadata={"help": "DPO/IPO/SimPO temperature beta"})
     simpo_gamma: float = field(default=0.5, metadata={"help": "SimPO target reward margin gamma"})
+    spike_factor: float = field(
+        default=3.0, metadata={"help": "log a loss spike above this x the running mean (0: no spike detection)"}
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -54,26 +55,8 @@ class OnlineDPOStage(RLStage):
 
     @torch.no_grad()
     def _generate(self, ctx: Any, batch: dict[str, Any], rollout_no: int) -> dict[str, Any]:
-        cfg, tok, G = self.cfg, self.tokenizer, self.cfg.group_size
-        indices = batch["index"].tolist()
-        seeds = [sample_seed(cfg.seed, rollout_no, i, j) for i in indices for j in range(G)]
-        params = SamplingParams(
-            max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k
-        )
-        done = sample_completions(
-            ctx.model, batch["prompt_ids"], seeds, params, tok.im_end_id, G, cfg.rollout_rows, cfg.fast_rollout
-        )
-        texts = [tok.decode(ids[:-1] if fin else ids) for ids, fin in zip(done.completion_ids, done.finished)]
-        messages = [m for m in batch["messages"] for _ in range(G)]
-        total, parts = score(
-            self.rewards,
-            [last_user_text(m) for m in messages],
-            texts,
-            answer=[a for a in batch["answers"] for _ in range(G)],
-            messages=messages,
-            completion_ids=done.completion_ids,
-            finished=done.finished,
-        )
+        G = self.cfg.group_size
+        done, total, parts = self._sample_and_score(ctx.model, batch, rollout_no)
         grouped = total.view(-1, G)
         # First best and first worst of each group (ties: the earliest sample, so the choice is deterministic).
         best, worst = grouped.argmax(dim=1), grouped.argmin(dim=1)
@@ -83,18 +66,14 @@ class OnlineDPOStage(RLStage):
         if empty:  # keep one (zero-weighted) pair so every rank runs a forward and backward
             pairs = [(0, 0)]
         rows = [c for c, _ in pairs] + [r for _, r in pairs]
-        packed = pack([done.prompt_ids[r] for r in rows], [done.completion_ids[r] for r in rows], tok.eos_id)
-        packed = {k: v.to(ctx.device) for k, v in packed.items()}
+        packed = {k: v.to(ctx.device) for k, v in self.pack(done, rows).items()}
         out: dict[str, Any] = {**packed, "pairs": len(pairs), "empty": empty}
         if self.ref_model is not None or self.lora_model is not None:
-            ref = self._reference_logps(packed["input_ids"], packed["labels"]).sum(-1)
+            tokens, seg = self._reference_logps(packed), packed.get("segment_ids")
+            ref = tokens.sum(-1) if seg is None else per_sample_sum(tokens, seg, len(rows))
             out["ref_chosen"], out["ref_rejected"] = ref[: len(pairs)], ref[len(pairs) :]
-        metrics = {f"reward_{k}": v.nanmean() for k, v in parts.items() if not v.isnan().all()}
-        metrics["reward"] = total.mean()
-        if "math" in parts and not parts["math"].isnan().all():
-            metrics["accuracy"] = parts["math"].nanmean()
-        metrics["completion_len"] = torch.tensor([len(c) for c in done.completion_ids], dtype=torch.float64).mean()
-        metrics["pair_share"] = torch.tensor(0.0 if empty else len(pairs) / len(indices), dtype=torch.float64)
+        metrics = self._reward_metrics(done, total, parts)
+        metrics["pair_share"] = torch.tensor(0.0 if empty else len(pairs) / len(batch["index"]), dtype=torch.float64)
         out["metrics"] = {k: v.float().to(ctx.device) for k, v in metrics.items()}
         return out
 
@@ -102,7 +81,8 @@ class OnlineDPOStage(RLStage):
         self, model: torch.nn.Module, batch: dict[str, Any], *, train: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor, dict]:
         n = batch["pairs"]
-        logps, lengths = sequence_logprobs(model(batch["input_ids"]), batch["labels"])
+        logits = model(batch["input_ids"], **model_inputs(batch))
+        logps, lengths = sequence_logprobs(logits, batch["labels"], batch.get("segment_ids"), 2 * n)
         out = preference_loss(
             self.cfg.loss_type,
             logps[:n],

@@ -25,14 +25,15 @@ from typing import Any, ClassVar
 
 import torch
 
+from weakwater.data.packing import model_inputs
 from weakwater.data.prompts import PromptDataset, collate_prompts
 from weakwater.infer.sampling import SamplingParams
 from weakwater.model.io import load_model
 from weakwater.model.loglik import token_logprobs
 from weakwater.model.lora import lora_disabled, lora_modules
-from weakwater.rl.grpo import LOSS_AGGREGATIONS, equal_groups, group_advantages, policy_loss, token_entropy
+from weakwater.rl.grpo import LOSS_AGGREGATIONS, equal_groups, group_advantages, policy_loss, token_entropy_sum
 from weakwater.rl.rewards import parse_rewards, score
-from weakwater.rl.rollout import pack, sample_completions, sample_seed
+from weakwater.rl.rollout import Completions, pack, sample_completions, sample_seed
 from weakwater.train.config import ConfigError, TrainConfig
 
 
@@ -81,9 +82,17 @@ class RLConfig(TrainConfig):
     drop_equal_groups: bool = field(
         default=True, metadata={"help": "leave groups whose rewards are all equal out of the loss (no signal)"}
     )
+    pack: bool = field(
+        default=True,
+        metadata={"help": "pack the update's sequences into rows (block-diagonal attention); --no-pack: right-pad"},
+    )
     rollout_rows: int = field(default=0, metadata={"help": "completions decoded together (0: a whole micro-batch)"})
     fast_rollout: bool = field(
         default=True, metadata={"help": "fused-weight decoding engine for rollouts where it applies (not LoRA)"}
+    )
+    spike_factor: float = field(
+        default=0.0,
+        metadata={"help": "loss spike warnings (0: off: the policy-gradient loss sits near 0 and changes sign)"},
     )
     eval_limit: int = field(default=200, metadata={"help": "held-out prompts scored per evaluation"})
     eval_every: int = field(
@@ -176,12 +185,22 @@ class RLStage:
     def needs_reference(self) -> bool:
         return self.cfg.beta > 0  # beta 0 holds no reference model at all
 
-    def _reference_logps(self, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def _reference_logps(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per-token log-probs of the batch's labels under the reference (the start model)."""
         if self.lora_model is not None:
             with lora_disabled(self.lora_model):
-                return token_logprobs(self.lora_model(input_ids), labels)
+                return token_logprobs(self.lora_model(batch["input_ids"], **model_inputs(batch)), batch["labels"])
         assert self.ref_model is not None, "setup() loads the reference when --beta > 0"
-        return token_logprobs(self.ref_model(input_ids), labels)
+        return token_logprobs(self.ref_model(batch["input_ids"], **model_inputs(batch)), batch["labels"])
+
+    def pack(self, done: Completions, rows: list[int]) -> dict[str, torch.Tensor]:
+        """The completions ``rows`` of a rollout as the update's tensors (packed unless --no-pack)."""
+        return pack(
+            [done.prompt_ids[r] for r in rows],
+            [done.completion_ids[r] for r in rows],
+            self.tokenizer.eos_id,
+            self.cfg.seq_len if self.cfg.pack else 0,
+        )
 
     def rollout(self, ctx: Any, batch: dict[str, Any]) -> dict[str, Any]:
         """Generate, score and pack one micro-batch (or hand back the stored one on a reuse step)."""
@@ -201,11 +220,13 @@ class RLStage:
         return out
 
     @torch.no_grad()
-    def _generate(self, ctx: Any, batch: dict[str, Any], rollout_no: int) -> dict[str, Any]:
+    def _sample_and_score(
+        self, model: torch.nn.Module, batch: dict[str, Any], rollout_no: int
+    ) -> tuple[Completions, torch.Tensor, dict[str, torch.Tensor]]:
+        """G completions of every prompt in ``batch`` from the live weights, and their rewards: the weighted
+        total per completion and each reward's values (what :func:`weakwater.rl.rewards.score` returns)."""
         cfg, tok, G = self.cfg, self.tokenizer, self.cfg.group_size
-        model, device = ctx.model, ctx.device
-        indices = batch["index"].tolist()
-        seeds = [sample_seed(cfg.seed, rollout_no, i, j) for i in indices for j in range(G)]
+        seeds = [sample_seed(cfg.seed, rollout_no, i, j) for i in batch["index"].tolist() for j in range(G)]
         params = SamplingParams(
             max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k
         )
@@ -214,16 +235,34 @@ class RLStage:
         )
         texts = [tok.decode(ids[:-1] if fin else ids) for ids, fin in zip(done.completion_ids, done.finished)]
         messages = [m for m in batch["messages"] for _ in range(G)]
-        answers = [a for a in batch["answers"] for _ in range(G)]
         total, parts = score(
             self.rewards,
             [last_user_text(m) for m in messages],
             texts,
-            answer=answers,
+            answer=[a for a in batch["answers"] for _ in range(G)],
             messages=messages,
             completion_ids=done.completion_ids,
             finished=done.finished,
         )
+        return done, total, parts
+
+    @staticmethod
+    def _reward_metrics(
+        done: Completions, total: torch.Tensor, parts: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """Mean reward, each reward's mean, accuracy (when ``math`` is scored) and completion length."""
+        metrics = {f"reward_{name}": values.nanmean() for name, values in parts.items() if not values.isnan().all()}
+        metrics["reward"] = total.mean()
+        if "math" in parts and not parts["math"].isnan().all():
+            metrics["accuracy"] = parts["math"].nanmean()
+        metrics["completion_len"] = torch.tensor([len(c) for c in done.completion_ids], dtype=torch.float64).mean()
+        return metrics
+
+    @torch.no_grad()
+    def _generate(self, ctx: Any, batch: dict[str, Any], rollout_no: int) -> dict[str, Any]:
+        cfg, G = self.cfg, self.cfg.group_size
+        model, device = ctx.model, ctx.device
+        done, total, parts = self._sample_and_score(model, batch, rollout_no)
         advantages = group_advantages(total, G, cfg.scale_rewards)
         flat = equal_groups(total, G)
         keep = ~flat if cfg.drop_equal_groups else torch.ones_like(flat)
@@ -231,19 +270,15 @@ class RLStage:
         if empty:  # still run one group through the loss (zero-weighted) so every rank does a backward
             keep[0] = True
         rows = keep.repeat_interleave(G).nonzero().flatten().tolist()
-        packed = pack([done.prompt_ids[r] for r in rows], [done.completion_ids[r] for r in rows], tok.eos_id)
-        packed = {k: v.to(device) for k, v in packed.items()}
+        packed = {k: v.to(device) for k, v in self.pack(done, rows).items()}
         out: dict[str, Any] = {**packed, "advantages": advantages[rows].float().to(device), "empty": empty}
         if cfg.ppo_epochs > 1:
-            out["old_logp"] = token_logprobs(model(packed["input_ids"]), packed["labels"]).float()
+            out["old_logp"] = token_logprobs(
+                model(packed["input_ids"], **model_inputs(packed)), packed["labels"]
+            ).float()
         if self.ref_model is not None or self.lora_model is not None:
-            out["ref_logp"] = self._reference_logps(packed["input_ids"], packed["labels"]).float()
-        lengths = torch.tensor([len(c) for c in done.completion_ids], dtype=torch.float64)
-        metrics = {f"reward_{name}": values.nanmean() for name, values in parts.items() if not values.isnan().all()}
-        metrics["reward"] = total.mean()
-        if "math" in parts and not parts["math"].isnan().all():
-            metrics["accuracy"] = parts["math"].nanmean()
-        metrics["completion_len"] = lengths.mean()
+            out["ref_logp"] = self._reference_logps(packed).float()
+        metrics = self._reward_metrics(done, total, parts)
         metrics["finished"] = torch.tensor(done.finished, dtype=torch.float64).mean()
         metrics["zero_adv_groups"] = flat.double().mean()
         out["metrics"] = {k: v.float().to(device) for k, v in metrics.items()}
@@ -253,7 +288,7 @@ class RLStage:
         self, model: torch.nn.Module, batch: dict[str, Any], *, train: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor, dict]:
         cfg = self.cfg
-        logits = model(batch["input_ids"])
+        logits = model(batch["input_ids"], **model_inputs(batch))
         logp = token_logprobs(logits, batch["labels"])
         out = policy_loss(
             logp,
@@ -266,17 +301,18 @@ class RLStage:
             cfg.eps_high,
             cfg.loss_agg,
             cfg.max_new_tokens,
+            batch.get("segment_ids"),
         )
         loss, count = out.loss, out.count
         if batch["empty"]:
             loss, count = loss * 0.0, count * 0.0
-        metrics = {
-            **batch["metrics"],
-            "kl": out.kl,
-            "clip_low": out.clip_low,
-            "clip_high": out.clip_high,
-            "entropy": token_entropy(logits.detach(), batch["mask"]),
-        }
+        # Per-token statistics as (sum, count): the trainer turns them into the global token mean over
+        # micro-batches and ranks (a mean of per-rank means would weigh a short rank's tokens more).
+        # An "empty" batch (every group dropped) carries a stand-in group that must not count here either.
+        entropy, positions = token_entropy_sum(logits.detach(), batch["mask"])
+        pooled = {**out.token_means(), "entropy": (entropy, torch.tensor(float(positions), device=entropy.device))}
+        keep = 0.0 if batch["empty"] else 1.0
+        metrics = {**batch["metrics"], **{k: (s * keep, n * keep) for k, (s, n) in pooled.items()}}
         return loss, count, metrics
 
     # ------------------------------------------------------------------ evaluation and state
