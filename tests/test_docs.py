@@ -166,7 +166,8 @@ def demo_world(tmp_path_factory) -> Path:
     demo = root / "runs" / "demo"
     generate(demo / "data", seed=0, size="small")
     tok_dir = demo / "tokenizer"
-    train_tokenizer([demo / "data" / "pretrain.jsonl"], tok_dir, vocab_size=800)
+    lines = (demo / "data" / "pretrain.jsonl").read_text(encoding="utf-8").splitlines()
+    train_tokenizer([json.loads(line)["text"] for line in lines], tok_dir, vocab_size=800)
     shape = dict(
         vocab_size=load_tokenizer(tok_dir).vocab_size, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=256
     )
