@@ -121,15 +121,22 @@ def copy_tokenizer_files(src: Path, dst: Path) -> None:
         shutil.copyfile(src / name, dst / name)
 
 
+def read_json(directory: str | Path, name: str, what: str) -> dict[str, Any]:
+    """The JSON in ``directory/name``: a ``FileNotFoundError`` saying ``directory`` is not ``what`` when the
+    file is missing, a ``ValueError`` naming the file when it is not valid JSON."""
+    path = Path(directory) / name
+    if not path.exists():
+        raise FileNotFoundError(f"{directory}: not {what} (no {name})")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: invalid JSON ({e})") from e
+
+
 def read_model_config(model_dir: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
     """The model shape and the whole metadata dict of a saved model directory (ours or an HF one)."""
     path = Path(model_dir) / CONFIG_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"{model_dir}: not a model directory (no {CONFIG_FILE})")
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: invalid JSON ({e})") from e
+    meta = read_json(model_dir, CONFIG_FILE, "a model directory")
     if is_hf_config(meta):
         from weakwater.model.hf import from_hf_config
 
