@@ -151,7 +151,9 @@ def render(r: dict[str, Any]) -> str:
         for ex in r[stage][key][which]["examples"][:2]:
             lines.append(f"- {stage} / {key}: `{ex['prompt']}` -> `{ex['generation']!r}` (expected `{ex['answer']}`)")
     for ex in r.get("tools", {}).get("after", {}).get("examples", [])[:2]:
-        lines.append(f"- tools: `{ex['prompt']}` -> `{ex['call']!r}` -> `{ex['generation']!r}` (expected `{ex['answer']}`)")
+        lines.append(
+            f"- tools: `{ex['prompt']}` -> `{ex['call']!r}` -> `{ex['generation']!r}` (expected `{ex['answer']}`)"
+        )
     if "plan" in r:
         plan = ", ".join(f"{k}={v}" for k, v in r["plan"].items())
         lines += ["", "## Settings", "", f"{'--fast ' if r.get('fast') else ''}{plan}"]
