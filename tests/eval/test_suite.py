@@ -54,3 +54,22 @@ def test_suite_cli(tmp_path, make_model_dir, capsys):
     assert "| metric | tiny |" in capsys.readouterr().out
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert set(report["models"]["tiny"]["results"]) == {"math:builtin", "needle"}
+
+
+@pytest.mark.slow
+def test_suite_on_an_hf_export_scores_like_the_model(tmp_path, make_model_dir, capsys):
+    """`eval suite --model HF_DIR` loads the export through the one loading path: same numbers as the original."""
+    from weakwater.export.hf import export_hf
+
+    model = make_model_dir(tmp_path / "m")
+    hf_dir = export_hf(model, tmp_path / "hf")
+    args = ["eval", "suite", "--model", str(model), "--model", str(hf_dir), "--out", str(tmp_path / "o"),
+            "--limit", "2", "--samples", "0", "--max-new-tokens", "4", "--needle-lengths", "40",
+            "--tasks", "math,needle"]  # fmt: skip
+    assert main(args) == 0
+    assert "| metric | m | hf |" in capsys.readouterr().out
+    models = json.loads((tmp_path / "o" / "report.json").read_text())["models"]
+    for result in (*models["m"]["results"].values(), *models["hf"]["results"].values()):
+        result.pop("time_s")
+    assert models["hf"]["results"] == models["m"]["results"]
+    assert models["hf"]["params"] == models["m"]["params"]

@@ -126,3 +126,70 @@ def test_umask_unchanged_after_save(tmp_path):
         assert os.umask(0o027) == 0o027
     finally:
         os.umask(old)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"tie_embeddings": True, "rope_scaling": {"kind": "yarn", "factor": 2.0, "original_max_seq_len": 64}},
+     {"qk_norm": True}],
+    ids=["llama", "tied-yarn", "qwen3"],
+)  # fmt: skip
+def test_hf_export_loads_back_through_load_model(tmp_path, make_model_dir, overrides):
+    """An HF directory (here our own export) loads through the one loading path, same config, same logits."""
+    from weakwater.model.config import RopeScaling
+
+    if "rope_scaling" in overrides:
+        overrides = {**overrides, "rope_scaling": RopeScaling(**overrides["rope_scaling"])}
+    ours = make_model_dir(tmp_path / "m", **overrides)
+    hf_dir = export_hf(ours, tmp_path / "hf")
+    assert json.loads((hf_dir / "config.json").read_text())["model_type"] == (
+        "qwen3" if "qk_norm" in overrides else "llama"
+    )
+    a, b = load_model(ours).eval(), load_model(hf_dir).eval()
+    assert b.config == a.config
+    ids = torch.randint(0, a.config.vocab_size, (2, 40))
+    with torch.no_grad():
+        assert torch.equal(a(ids), b(ids))
+    if a.config.tie_embeddings:
+        assert b.lm_head.weight is b.embed_tokens.weight
+    # bf16 exports come back as fp32 models (what chat/eval expect), equal up to bf16 rounding
+    half = load_model(export_hf(ours, tmp_path / "hf16", dtype="bfloat16"))
+    assert half.embed_tokens.weight.dtype == torch.float32
+    assert torch.equal(half.embed_tokens.weight, a.embed_tokens.weight.to(torch.bfloat16).float())
+
+
+def test_sharded_hf_directory_loads(tmp_path, make_model_dir):
+    from safetensors.torch import save_file
+
+    ours = make_model_dir(tmp_path / "m")
+    hf_dir = export_hf(ours, tmp_path / "hf")
+    state = load_file(str(hf_dir / "model.safetensors"))
+    names = sorted(state)
+    half = len(names) // 2
+    shards = {"model-00001-of-00002.safetensors": names[:half], "model-00002-of-00002.safetensors": names[half:]}
+    for file, keys in shards.items():
+        save_file({k: state[k] for k in keys}, str(hf_dir / file))
+    (hf_dir / "model.safetensors").unlink()
+    weight_map = {k: file for file, keys in shards.items() for k in keys}
+    (hf_dir / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    ids = torch.randint(0, 100, (1, 16))
+    with torch.no_grad():
+        assert torch.equal(load_model(ours)(ids), load_model(hf_dir)(ids))
+    (hf_dir / "model-00002-of-00002.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="lists model-00002-of-00002.safetensors, which is missing"):
+        load_model(hf_dir)
+
+
+def test_unsupported_hf_directories_are_refused_by_name(tmp_path, make_model_dir):
+    hf_dir = export_hf(make_model_dir(tmp_path / "m"), tmp_path / "hf")
+    config = json.loads((hf_dir / "config.json").read_text())
+    (hf_dir / "config.json").write_text(json.dumps({**config, "model_type": "minimind"}))
+    with pytest.raises(ValueError, match=r"hf/config.json: cannot load .*model_type 'minimind' is not supported"):
+        load_model(hf_dir)
+    (hf_dir / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "hidden_size"}))
+    with pytest.raises(ValueError, match="missing field 'hidden_size'"):
+        load_model(hf_dir)
+    (hf_dir / "config.json").write_text(json.dumps(config))
+    (hf_dir / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="missing model.safetensors"):
+        load_model(hf_dir)

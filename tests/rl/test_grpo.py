@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from weakwater.rl.grpo import equal_groups, group_advantages, k3_kl, policy_loss, token_entropy
+from weakwater.rl.grpo import equal_groups, group_advantages, k3_kl, policy_loss, token_entropy_sum
 
 REWARDS = torch.tensor([1.0, 0.0, 0.0, 1.0, 2.0, 2.0, 2.0, 2.0])
 
@@ -93,5 +93,22 @@ def test_kl_term_is_added_per_token():
 
 def test_token_entropy():
     logits = torch.log(torch.tensor([[[0.5, 0.5, 1e-30], [1.0, 1e-30, 1e-30]]]))
-    assert token_entropy(logits, torch.tensor([[True, False]])).item() == pytest.approx(math.log(2), abs=1e-5)
-    assert token_entropy(logits, torch.tensor([[True, True]])).item() == pytest.approx(math.log(2) / 2, abs=1e-5)
+    total, n = token_entropy_sum(logits, torch.tensor([[True, False]]))
+    assert n == 1 and total.item() == pytest.approx(math.log(2), abs=1e-5)
+    total, n = token_entropy_sum(logits, torch.tensor([[True, True]]), chunk=1)
+    assert n == 2 and total.item() == pytest.approx(math.log(2), abs=1e-5)
+    assert token_entropy_sum(logits, torch.tensor([[False, False]]))[1] == 0
+
+
+def test_packed_rows_give_the_padded_losses():
+    """The two completions back to back in one row (segment ids 0 0 0 1 1) give the same sums and counts."""
+    logp = torch.cat([LOGP[0], LOGP[1, :2]])[None]
+    old = torch.cat([OLD[0], OLD[1, :2]])[None]
+    mask = torch.ones(1, 5, dtype=torch.bool)
+    segments = torch.tensor([[0, 0, 0, 1, 1]])
+    for agg in ("sequence", "token", "constant"):
+        padded = policy_loss(LOGP, OLD, ADV, MASK, loss_agg=agg, max_new_tokens=4)
+        packed = policy_loss(logp, old, ADV, mask, loss_agg=agg, max_new_tokens=4, segment_ids=segments)
+        assert packed.loss.item() == pytest.approx(padded.loss.item(), abs=1e-6), agg
+        assert packed.count.item() == padded.count.item()
+        assert packed.clip_low.item() == pytest.approx(padded.clip_low.item())

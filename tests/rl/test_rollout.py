@@ -15,6 +15,11 @@ def test_pack_by_hand():
     assert batch["input_ids"].tolist() == [[5, 6, 8, 9], [7, 0, 0, 0]]
     assert batch["labels"].tolist() == [[IGNORE_INDEX, 8, 9, 2], [2, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX]]
     assert batch["mask"].tolist() == [[False, True, True, True], [True, False, False, False]]
+    packed = pack([[5, 6], [7]], [[8, 9, 2], [2]], pad_id=0, capacity=6)  # both fit one row of 6: 4 + 1
+    assert packed["input_ids"].tolist() == [[5, 6, 8, 9, 7]]
+    assert packed["labels"].tolist() == [[IGNORE_INDEX, 8, 9, 2, 2]]
+    assert packed["segment_ids"].tolist() == [[0, 0, 0, 0, 1]]
+    assert packed["position_ids"].tolist() == [[0, 1, 2, 3, 0]]
 
 
 def test_sample_seed_is_a_function_of_its_keys():

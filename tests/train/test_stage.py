@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import torch
 
 from weakwater.model.loglik import token_logprobs
@@ -94,3 +96,25 @@ def test_resume_with_rollouts_is_bitwise_equal(shards, tmp_path):
     assert torch.equal(resumed.ctx.generator.get_state(), full.ctx.generator.get_state())
     a, b = full.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+class RatioMetricStage(RolloutStage):
+    """Reports one metric as a plain mean and as a (sum, count) pair, over micro-batches of unequal size."""
+
+    def loss(self, model, batch, *, train):
+        logp = token_logprobs(model(batch["input_ids"]), batch["labels"])[:, 3:]
+        n = 1 + self.rollouts % 2  # the micro-batches count 1 and 2 "tokens", alternately
+        value = torch.tensor(float(self.rollouts % 2))  # 0 on the 1-token micro-batch, 1 on the 2-token one
+        metrics = {"plain": value, "pooled": (value * n, torch.tensor(float(n)))}
+        return -(batch["advantage"] * logp).sum(), torch.tensor(float(logp.numel())), metrics
+
+
+def test_sum_count_metrics_are_pooled_over_micro_batches(shards, tmp_path):
+    """(sum, count) metrics are the ratio of sums (2/3 here), plain ones the mean over micro-batches (1/2)."""
+    run(make_cfg(shards, tmp_path / "run", max_steps=2, grad_accum=2, log_every=1, eval_every=0, save_every=0),
+        stage=RatioMetricStage())  # fmt: skip
+    steps = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in steps if "loss" in r]
+    assert len(steps) == 2
+    for r in steps:
+        assert r["plain"] == 0.5 and abs(r["pooled"] - 2 / 3) < 1e-6, r

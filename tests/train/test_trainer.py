@@ -221,3 +221,11 @@ def test_loss_spikes_are_detected_and_logged(shards, tmp_path, capsys):
     spikes = [r["step"] for r in metrics(tmp_path / "run") if r.get("spike")]
     assert spikes == [9] and trainer.counters["spikes"] == 1
     assert "loss spike at step 9" in capsys.readouterr().err
+
+
+def test_spike_factor_zero_turns_spike_detection_off(shards, tmp_path, capsys):
+    cfg = make_cfg(shards, tmp_path / "run", max_steps=12, log_every=1, eval_every=0, save_every=0, spike_factor=0)
+    trainer = Trainer(cfg, SpikyStage(cfg, spikes={9}))
+    trainer.fit()
+    assert not any(r.get("spike") for r in metrics(tmp_path / "run")) and not trainer.counters["spikes"]
+    assert "loss spike" not in capsys.readouterr().err

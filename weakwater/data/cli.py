@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
+from weakwater.console import say
 from weakwater.data.synth import SIZES, generate
 
 
@@ -50,7 +50,7 @@ def run_convert(args: argparse.Namespace) -> int:
     from weakwater.data.chat import convert_file
 
     n, skipped = convert_file(args.data, args.out, strict=args.strict, fmt=args.format)
-    print(f"convert-chat: wrote {n} conversations to {args.out}; {skipped.summary()}", file=sys.stderr)
+    say(f"convert-chat: wrote {n} conversations to {args.out}; {skipped.summary()}")
     return 0
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from weakwater.console import say
 from weakwater.device import DEVICE_HELP, pick_device
 from weakwater.infer.fast import WEIGHT_FORMATS
 
@@ -186,9 +186,9 @@ def run_tasks(args: argparse.Namespace) -> int:
 
 def _report_malformed(malformed: list[str]) -> None:
     for message in malformed[:10]:
-        print(f"malformed row skipped: {message}", file=sys.stderr)
+        say(f"malformed row skipped: {message}")
     if len(malformed) > 10:
-        print(f"... {len(malformed) - 10} more malformed rows (all listed in the result)", file=sys.stderr)
+        say(f"... {len(malformed) - 10} more malformed rows (all listed in the result)")
 
 
 def run_math(args: argparse.Namespace) -> int:

@@ -9,7 +9,6 @@ heatmaps; ``summary.png``: the headline metrics as bars).
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from weakwater.console import say
 
 TASKS = ("math", "repetition", "needle", "bpb", "choice", "tasks")
 
@@ -58,7 +59,7 @@ def model_name(path: str | Path, taken: set[str]) -> str:
 
 
 def _say(message: str) -> None:
-    print(f"[eval suite] {message}", file=sys.stderr, flush=True)
+    say(f"[eval suite] {message}")
 
 
 def run_model_tasks(model: torch.nn.Module, tokenizer: Any, cfg: SuiteConfig, needle_lengths: list[int]) -> dict:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from weakwater.console import say
 from weakwater.device import DEVICE_HELP, pick_device
 from weakwater.infer.fast import WEIGHT_FORMATS
 from weakwater.infer.generate import Generator
@@ -347,10 +348,9 @@ def run_serve(args: argparse.Namespace) -> int:
     gen, _ = load_generator(args.model, args.device, args.weights)
     loopback = _is_loopback(args.host)
     if not loopback:
-        print(
+        say(
             f"warning: binding {args.host}: anyone who can reach this address can use the model"
-            + ("" if args.api_key else " (no --api-key set!)"),
-            file=sys.stderr,
+            + ("" if args.api_key else " (no --api-key set!)")
         )
     config = ServerConfig(
         model_name=args.name or model_id(args.model),
@@ -358,7 +358,7 @@ def run_serve(args: argparse.Namespace) -> int:
         loopback_only_hosts=loopback,
         max_batch=args.max_batch,
         max_queue=args.max_queue,
-        log=lambda line: print(line, file=sys.stderr, flush=True),
+        log=say,
         tools=resolve_tools(args.tools, args.world or find_world(args.model)) if args.tools else None,
     )
     app = create_app(gen, config)

@@ -2,6 +2,11 @@
 
 Weights are only ever read from safetensors (no pickle). Directories are written to a
 temporary sibling and renamed into place, so a crash never leaves a half-written model.
+
+:func:`load_model` is the one loading path of chat, serve, eval and ``--init``; besides our own
+directories it reads Hugging Face ``LlamaForCausalLM`` / ``Qwen3ForCausalLM`` directories (ours from
+``weakwater export hf``, or anyone's, e.g. MiniMind models converted to those classes), translated
+by the one HF mapping in ``model/hf.py``.
 """
 
 from __future__ import annotations
@@ -110,7 +115,7 @@ def copy_tokenizer_files(src: Path, dst: Path) -> None:
 
 
 def read_model_config(model_dir: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
-    """The model shape and the whole metadata dict of a saved model directory."""
+    """The model shape and the whole metadata dict of a saved model directory (ours or an HF one)."""
     path = Path(model_dir) / CONFIG_FILE
     if not path.exists():
         raise FileNotFoundError(f"{model_dir}: not a model directory (no {CONFIG_FILE})")
@@ -118,24 +123,71 @@ def read_model_config(model_dir: str | Path) -> tuple[ModelConfig, dict[str, Any
         meta = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: invalid JSON ({e})") from e
+    if is_hf_config(meta):
+        from weakwater.model.hf import from_hf_config
+
+        try:
+            return from_hf_config(meta), meta
+        except (KeyError, ValueError) as e:
+            detail = f"missing field {e}" if isinstance(e, KeyError) else str(e)
+            raise ValueError(f"{path}: cannot load this Hugging Face model ({detail})") from e
     if meta.get("format") != FORMAT or "model" not in meta:
         raise ValueError(f"{path}: not a WeakWater model config (format={meta.get('format')!r})")
     return ModelConfig.from_dict(meta["model"]), meta
 
 
+def is_hf_config(meta: dict[str, Any]) -> bool:
+    """An HF ``config.json`` (has ``model_type``) rather than ours (has ``format``)."""
+    return "format" not in meta and "model_type" in meta
+
+
+def _read_weights(path: Path, device: str | torch.device) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path), device=str(device))
+    except SafetensorError as e:
+        raise ValueError(f"{path}: unreadable safetensors file ({e})") from e
+
+
+def _hf_state(model_dir: Path, config: ModelConfig, device: str | torch.device) -> dict[str, torch.Tensor]:
+    """An HF directory's weights (one file, or shards listed in ``model.safetensors.index.json``) under
+    our names, floats as fp32 like every model we save (exports may be bf16/fp16)."""
+    from weakwater.model.hf import from_hf_state_dict
+
+    index = model_dir / (WEIGHTS_FILE + ".index.json")
+    if (model_dir / WEIGHTS_FILE).exists():
+        files = [model_dir / WEIGHTS_FILE]
+    elif index.exists():
+        files = [model_dir / name for name in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+    else:
+        raise FileNotFoundError(f"{model_dir}: missing {WEIGHTS_FILE} (or its .index.json for shards)")
+    state: dict[str, torch.Tensor] = {}
+    for path in files:
+        if not path.exists():
+            raise FileNotFoundError(f"{index}: lists {path.name}, which is missing")
+        state.update(_read_weights(path, device))
+    # Older Llama checkpoints also store RoPE's inv_freq buffer; we compute it from the config.
+    state = {k: v for k, v in state.items() if not k.endswith("rotary_emb.inv_freq")}
+    try:
+        state = from_hf_state_dict(state, config)
+    except ValueError as e:
+        raise ValueError(f"{model_dir}: {e}") from e
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
 def load_model(model_dir: str | Path, device: str | torch.device = "cpu", verify: bool = True) -> Transformer:
-    """Load a saved model; ``verify`` checks the weights' sha256 against config.json."""
+    """Load a saved model (ours or an HF Llama/Qwen3 directory); ``verify`` checks the weights' sha256
+    against our config.json (HF directories carry no checksum)."""
     model_dir = Path(model_dir)
     config, meta = read_model_config(model_dir)
     weights = model_dir / WEIGHTS_FILE
-    if not weights.exists():
-        raise FileNotFoundError(f"{model_dir}: missing {WEIGHTS_FILE}")
-    if verify and meta.get("weights_sha256") and file_sha256(weights) != meta["weights_sha256"]:
-        raise ValueError(f"{weights}: checksum mismatch, the file is corrupt or was modified")
-    try:
-        state = load_file(str(weights), device=str(device))
-    except SafetensorError as e:
-        raise ValueError(f"{weights}: unreadable safetensors file ({e})") from e
+    if is_hf_config(meta):
+        state = _hf_state(model_dir, config, device)
+    else:
+        if not weights.exists():
+            raise FileNotFoundError(f"{model_dir}: missing {WEIGHTS_FILE}")
+        if verify and meta.get("weights_sha256") and file_sha256(weights) != meta["weights_sha256"]:
+            raise ValueError(f"{weights}: checksum mismatch, the file is corrupt or was modified")
+        state = _read_weights(weights, device)
     with torch.device("meta"):  # skip the random init: every weight is overwritten below
         model = Transformer(config)
     model.to_empty(device=device)

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import torch
 
+from weakwater.model.loglik import per_sample_sum
+
 LOSS_AGGREGATIONS = ("sequence", "token", "constant")
 
 
@@ -59,6 +61,12 @@ class PolicyLossOutput:
     kl: torch.Tensor  # mean per-token KL (0 without a reference)
     clip_low: torch.Tensor  # share of tokens whose ratio was clipped below (negative advantage)
     clip_high: torch.Tensor  # ... clipped above (positive advantage)
+    tokens: torch.Tensor  # completion tokens the three means above are taken over
+
+    def token_means(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """kl / clip_low / clip_high as (sum, count) metrics: the trainer's global per-token means."""
+        names = ("kl", "clip_low", "clip_high")
+        return {name: (getattr(self, name).detach() * self.tokens, self.tokens) for name in names}
 
 
 def policy_loss(
@@ -72,18 +80,24 @@ def policy_loss(
     eps_high: float = 0.2,
     loss_agg: str = "sequence",
     max_new_tokens: int | None = None,
+    segment_ids: torch.Tensor | None = None,
 ) -> PolicyLossOutput:
-    """The clipped GRPO objective for (N, T) per-token log-probs of the sampled completion tokens.
+    """The clipped GRPO objective for (rows, T) per-token log-probs of the sampled completion tokens.
 
-    ``mask`` (N, T) marks completion tokens; ``advantages`` is (N,). ``old_logp=None`` means one update per
-    rollout (ratio 1). ``max_new_tokens`` is the ``constant`` aggregation's divisor.
+    ``mask`` (rows, T) marks completion tokens; ``advantages`` is (N,), one per completion. Without
+    ``segment_ids`` row i is completion i (N = rows, right-padded); with them (packed rows) a token belongs
+    to completion ``segment_ids[r, t]``. ``old_logp=None`` means one update per rollout (ratio 1).
+    ``max_new_tokens`` is the ``constant`` aggregation's divisor.
     """
     if loss_agg not in LOSS_AGGREGATIONS:
         raise ValueError(f"unknown loss aggregation {loss_agg!r}; choose one of {', '.join(LOSS_AGGREGATIONS)}")
     mask = mask.to(logp.dtype)
+    n_seq = advantages.shape[0]
+    if segment_ids is None:
+        segment_ids = torch.arange(logp.shape[0], device=logp.device)[:, None].expand_as(logp)
     old = logp.detach() if old_logp is None else old_logp
     ratio = torch.exp(logp - old)
-    adv = advantages.to(logp.dtype)[:, None]
+    adv = advantages.to(logp.dtype)[segment_ids.clamp(min=0)]  # each token's completion's advantage
     unclipped = ratio * adv
     clipped = torch.clamp(ratio, 1 - eps_low, 1 + eps_high) * adv
     per_token = -torch.min(unclipped, clipped)
@@ -91,36 +105,36 @@ def policy_loss(
     if ref_logp is not None and beta != 0:
         kl = k3_kl(logp, ref_logp)
         per_token = per_token + beta * kl
-    lengths = mask.sum(dim=1)
-    n = torch.tensor(float(logp.shape[0]), device=logp.device)
+    n = torch.tensor(float(n_seq), device=logp.device)
     if loss_agg == "sequence":
-        loss = ((per_token * mask).sum(dim=1) / lengths.clamp(min=1)).sum()
+        lengths = per_sample_sum(mask, segment_ids, n_seq)
+        loss = (per_sample_sum(per_token * mask, segment_ids, n_seq) / lengths.clamp(min=1)).sum()
         count = n
     elif loss_agg == "token":
         loss = (per_token * mask).sum()
-        count = lengths.sum()
+        count = mask.sum()
     else:
         if not max_new_tokens:
             raise ValueError("the constant (Dr. GRPO) aggregation needs max_new_tokens")
         loss = (per_token * mask).sum() / max_new_tokens
         count = n
     with torch.no_grad():
-        tokens = mask.sum().clamp(min=1)
+        total = mask.sum()
+        tokens = total.clamp(min=1)
         low = ((ratio < 1 - eps_low) & (adv < 0)).to(mask.dtype) * mask
         high = ((ratio > 1 + eps_high) & (adv > 0)).to(mask.dtype) * mask
         stats = (kl.detach() * mask).sum() / tokens, low.sum() / tokens, high.sum() / tokens
-    return PolicyLossOutput(loss, count, *stats)
+    return PolicyLossOutput(loss, count, *stats, total)
 
 
 @torch.no_grad()
-def token_entropy(logits: torch.Tensor, mask: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
-    """Mean entropy (nats) of the next-token distributions at the masked positions, chunked to bound memory."""
+def token_entropy_sum(logits: torch.Tensor, mask: torch.Tensor, chunk: int = 1024) -> tuple[torch.Tensor, int]:
+    """(summed entropy in nats, number of positions) of the next-token distributions at the masked
+    positions, chunked to bound memory: a (sum, count) metric."""
     rows = logits[mask.bool()]
-    if rows.numel() == 0:
-        return torch.zeros((), device=logits.device)
     total = torch.zeros((), device=logits.device, dtype=torch.float32)
     for start in range(0, rows.shape[0], chunk):
         part = rows[start : start + chunk].float()
         logp = torch.log_softmax(part, dim=-1)
         total += -(logp.exp() * logp).sum()
-    return total / rows.shape[0]
+    return total, rows.shape[0]

@@ -6,6 +6,9 @@ number, the prompt's dataset index, its sample number). So a completion does not
 prompts share its batch or on which rank generates it (a 2-process run samples what a 1-process run
 samples), and a resumed run needs no saved generator to sample exactly what the uninterrupted one did.
 
+The update packs the sequences into rows (``pack(..., capacity)``), as the supervised stages do: completions
+vary in length, and the padding of a right-padded batch is compute spent on nothing.
+
 Generation reads the model's own weights (no second model). On the fast path (plain linear layers, i.e. no
 LoRA wrappers) the engine fuses q/k/v and gate/up into temporary concatenated copies for the duration of one
 rollout; ``fast=False`` decodes with the training forward and no extra memory at all.
@@ -19,6 +22,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from weakwater.data.packing import lay_out
 from weakwater.infer.fast import FastDecoder, supports_fast_path
 from weakwater.infer.generate import BatchDecoder
 from weakwater.infer.sampling import SamplingParams
@@ -77,16 +81,24 @@ def sample_completions(
 
 
 def pack(
-    prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], pad_id: int
+    prompt_ids: Sequence[Sequence[int]],
+    completion_ids: Sequence[Sequence[int]],
+    pad_id: int,
+    capacity: int = 0,
 ) -> dict[str, torch.Tensor]:
-    """Right-padded ``input_ids`` (N, T) and next-token ``labels`` (N, T): the completion tokens are the
-    labels, everything else is ``IGNORE_INDEX``; ``mask`` marks the completion labels."""
-    seqs = [list(p) + list(c) for p, c in zip(prompt_ids, completion_ids, strict=True)]
-    width = max(len(s) for s in seqs) - 1
-    input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(seqs), width), IGNORE_INDEX, dtype=torch.long)
-    for i, (p, s) in enumerate(zip(prompt_ids, seqs)):
-        input_ids[i, : len(s) - 1] = torch.tensor(s[:-1], dtype=torch.long)
-        start = len(p) - 1  # the position whose next token is the first completion token
-        labels[i, start : len(s) - 1] = torch.tensor(s[len(p) :], dtype=torch.long)
-    return {"input_ids": input_ids, "labels": labels, "mask": labels != IGNORE_INDEX}
+    """The update's tensors: ``input_ids`` and next-token ``labels`` (the completion tokens are the labels,
+    everything else is ``IGNORE_INDEX``), ``mask`` marking the completion labels.
+
+    ``capacity`` 0: one sequence per row, right-padded. ``capacity`` > 0: sequences packed into rows of at
+    most that many tokens (:func:`weakwater.data.packing.lay_out`), with ``segment_ids`` (the sequence's
+    index) and ``position_ids``; pass them to the model with ``model_inputs``.
+    """
+    samples = []
+    for p, c in zip(prompt_ids, completion_ids, strict=True):
+        seq = torch.tensor([*p, *c], dtype=torch.long)
+        labels = seq[1:].clone()
+        labels[: len(p) - 1] = IGNORE_INDEX  # position len(p)-1 predicts the first completion token
+        samples.append({"input_ids": seq[:-1], "labels": labels})
+    out = lay_out(samples, {"input_ids": pad_id, "labels": IGNORE_INDEX}, capacity)
+    out["mask"] = out["labels"] != IGNORE_INDEX
+    return out

@@ -94,7 +94,9 @@ class TrainConfig:
     max_bad_steps: int = field(
         default=5, metadata={"help": "consecutive NaN/Inf steps before rolling back to the last checkpoint"}
     )
-    spike_factor: float = field(default=3.0, metadata={"help": "log a loss spike above this x the running mean"})
+    spike_factor: float = field(
+        default=3.0, metadata={"help": "log a loss spike above this x the running mean (0: no spike detection)"}
+    )
     fsdp: bool = field(default=False, metadata={"help": "shard the model with FSDP2 under torchrun"})
     model: dict[str, Any] = field(
         default_factory=dict,
@@ -147,7 +149,9 @@ class TrainConfig:
         need(self.log_every >= 1, f"--log-every must be >= 1, got {self.log_every}")
         need(self.lora_rank >= 0, f"--lora-rank must be >= 0, got {self.lora_rank}")
         need(self.max_bad_steps >= 1, f"--max-bad-steps must be >= 1, got {self.max_bad_steps}")
-        need(self.spike_factor > 1, f"--spike-factor must be > 1, got {self.spike_factor}")
+        need(
+            self.spike_factor == 0 or self.spike_factor > 1, f"--spike-factor must be 0 or > 1, got {self.spike_factor}"
+        )
         need(valid_device_name(self.device), f"--device must be {DEVICE_HELP}, got {self.device!r}")
         if self.data and not self.data_is_jsonl and Path(self.data).suffix in (".jsonl", ".json"):
             problems.append(

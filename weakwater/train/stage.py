@@ -36,7 +36,9 @@ from torch.utils.data import Dataset
 from weakwater import console
 from weakwater.device import autocast
 
-Metrics = dict[str, torch.Tensor]
+# A metric: a 0-d device tensor (averaged over micro-batches and ranks), or a (sum, count) pair of them
+# (summed over micro-batches and ranks, then divided: a global per-token mean, whatever the split).
+Metrics = dict[str, torch.Tensor | tuple[torch.Tensor, torch.Tensor]]
 
 
 @runtime_checkable
@@ -61,7 +63,9 @@ class Stage(Protocol):
         gradient accumulation and data parallelism give exactly the gradient of one big batch.
         Metrics are 0-d tensors left on the device: the trainer averages them over micro-batches and
         ranks and reads them on the host only when it writes a log line (a ``float()`` here would stall
-        the GPU every micro-batch). Validation metrics are logged as ``val_<name>``.
+        the GPU every micro-batch). A ``(sum, count)`` pair is a ratio of sums instead (per-token means:
+        the global mean over every rank's tokens, not a mean of per-rank means). Validation metrics are
+        logged as ``val_<name>``.
         ``model`` may be a DDP/compiled wrapper: call it, do not read attributes from it (``ctx.model``
         is the plain module).
         """

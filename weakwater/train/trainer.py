@@ -61,20 +61,38 @@ from weakwater.train.tracking import MetricsLog, Tracker, plot_curves
 
 
 def _add_metrics(acc: dict[str, torch.Tensor], metrics: dict[str, Any], device: torch.device) -> None:
-    """Sum a micro-batch's stage metrics into ``acc`` without leaving the device."""
+    """Sum a micro-batch's stage metrics into ``acc`` without leaving the device.
+
+    A metric is a 0-d tensor (averaged over micro-batches and ranks) or a ``(sum, count)`` pair (a ratio of
+    sums, e.g. a per-token mean: the micro-batches' and ranks' sums and counts are added before dividing, so
+    it is the global token mean whatever the split). Pairs are kept as 2-element tensors.
+    """
     for key, value in metrics.items():
-        value = value.detach().float() if isinstance(value, torch.Tensor) else torch.tensor(float(value), device=device)
+        if isinstance(value, tuple):
+            value = torch.stack([torch.as_tensor(v, device=device).detach().float().reshape(()) for v in value])
+        elif isinstance(value, torch.Tensor):
+            value = value.detach().float()
+        else:
+            value = torch.tensor(float(value), device=device)
         acc[key] = acc[key] + value if key in acc else value
 
 
 def _reduce(
     totals: torch.Tensor, metrics: dict[str, torch.Tensor], n: int
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Sum ``[loss, count]`` and the metric sums over ranks in one collective; metrics divided by ``n``."""
+    """Sum ``[loss, count]`` and the metric sums over ranks in one collective; plain metrics divided by
+    ``n`` (micro-batches x ranks), ``(sum, count)`` metrics by their summed count."""
     keys = sorted(metrics)
-    packed = torch.cat([totals, torch.stack([metrics[k] for k in keys])]) if keys else totals
+    packed = torch.cat([totals, *[metrics[k].reshape(-1) for k in keys]])
     wwdist.all_reduce_sum(packed)
-    return packed[:2], {k: packed[2 + i] / n for i, k in enumerate(keys)}
+    out, at = {}, 2
+    for k in keys:
+        if metrics[k].numel() == 2:
+            out[k] = packed[at] / packed[at + 1].clamp(min=1e-12)
+        else:
+            out[k] = packed[at] / n
+        at += metrics[k].numel()
+    return packed[:2], out
 
 
 @dataclass
@@ -381,14 +399,12 @@ class Trainer:
         }
         # A spike is relative to a positive running mean (losses that can go negative, e.g. policy gradients,
         # have no meaningful ratio).
-        if self.loss_ema is not None and self.loss_ema > 0 and loss > self.cfg.spike_factor * self.loss_ema:
+        factor = self.cfg.spike_factor
+        if factor and self.loss_ema is not None and self.loss_ema > 0 and loss > factor * self.loss_ema:
             self.counters["spikes"] += 1
             record["spike"] = True
             if self.is_main:
-                console.say(
-                    f"loss spike at step {self.step}: {loss:.4f} > {self.cfg.spike_factor} x running mean "
-                    f"{self.loss_ema:.4f}"
-                )
+                console.say(f"loss spike at step {self.step}: {loss:.4f} > {factor} x running mean {self.loss_ema:.4f}")
         else:  # spikes stay out of the running mean so one spike does not hide the next
             self.loss_ema = loss if self.loss_ema is None else 0.9 * self.loss_ema + 0.1 * loss
         if self.is_main:

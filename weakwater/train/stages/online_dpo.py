@@ -14,10 +14,11 @@ from typing import Any
 
 import torch
 
+from weakwater.data.packing import model_inputs
 from weakwater.infer.sampling import SamplingParams
-from weakwater.model.loglik import sequence_logprobs
+from weakwater.model.loglik import per_sample_sum, sequence_logprobs
 from weakwater.rl.rewards import score
-from weakwater.rl.rollout import pack, sample_completions, sample_seed
+from weakwater.rl.rollout import sample_completions, sample_seed
 from weakwater.train.config import ConfigError
 from weakwater.train.losses import preference_loss
 from weakwater.train.stages.dpo import preference_problems
@@ -32,6 +33,9 @@ class OnlineDPOConfig(RLConfig):
     loss_type: str = field(default="sigmoid", metadata={"help": "sigmoid (DPO), ipo or simpo (reference-free)"})
     beta: float = field(default=0.1, metadata={"help": "DPO/IPO/SimPO temperature beta"})
     simpo_gamma: float = field(default=0.5, metadata={"help": "SimPO target reward margin gamma"})
+    spike_factor: float = field(
+        default=3.0, metadata={"help": "log a loss spike above this x the running mean (0: no spike detection)"}
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -83,11 +87,11 @@ class OnlineDPOStage(RLStage):
         if empty:  # keep one (zero-weighted) pair so every rank runs a forward and backward
             pairs = [(0, 0)]
         rows = [c for c, _ in pairs] + [r for _, r in pairs]
-        packed = pack([done.prompt_ids[r] for r in rows], [done.completion_ids[r] for r in rows], tok.eos_id)
-        packed = {k: v.to(ctx.device) for k, v in packed.items()}
+        packed = {k: v.to(ctx.device) for k, v in self.pack(done, rows).items()}
         out: dict[str, Any] = {**packed, "pairs": len(pairs), "empty": empty}
         if self.ref_model is not None or self.lora_model is not None:
-            ref = self._reference_logps(packed["input_ids"], packed["labels"]).sum(-1)
+            tokens, seg = self._reference_logps(packed), packed.get("segment_ids")
+            ref = tokens.sum(-1) if seg is None else per_sample_sum(tokens, seg, len(rows))
             out["ref_chosen"], out["ref_rejected"] = ref[: len(pairs)], ref[len(pairs) :]
         metrics = {f"reward_{k}": v.nanmean() for k, v in parts.items() if not v.isnan().all()}
         metrics["reward"] = total.mean()
@@ -102,7 +106,8 @@ class OnlineDPOStage(RLStage):
         self, model: torch.nn.Module, batch: dict[str, Any], *, train: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor, dict]:
         n = batch["pairs"]
-        logps, lengths = sequence_logprobs(model(batch["input_ids"]), batch["labels"])
+        logits = model(batch["input_ids"], **model_inputs(batch))
+        logps, lengths = sequence_logprobs(logits, batch["labels"], batch.get("segment_ids"), 2 * n)
         out = preference_loss(
             self.cfg.loss_type,
             logps[:n],

@@ -25,14 +25,15 @@ from typing import Any, ClassVar
 
 import torch
 
+from weakwater.data.packing import model_inputs
 from weakwater.data.prompts import PromptDataset, collate_prompts
 from weakwater.infer.sampling import SamplingParams
 from weakwater.model.io import load_model
 from weakwater.model.loglik import token_logprobs
 from weakwater.model.lora import lora_disabled, lora_modules
-from weakwater.rl.grpo import LOSS_AGGREGATIONS, equal_groups, group_advantages, policy_loss, token_entropy
+from weakwater.rl.grpo import LOSS_AGGREGATIONS, equal_groups, group_advantages, policy_loss, token_entropy_sum
 from weakwater.rl.rewards import parse_rewards, score
-from weakwater.rl.rollout import pack, sample_completions, sample_seed
+from weakwater.rl.rollout import Completions, pack, sample_completions, sample_seed
 from weakwater.train.config import ConfigError, TrainConfig
 
 
@@ -81,9 +82,17 @@ class RLConfig(TrainConfig):
     drop_equal_groups: bool = field(
         default=True, metadata={"help": "leave groups whose rewards are all equal out of the loss (no signal)"}
     )
+    pack: bool = field(
+        default=True,
+        metadata={"help": "pack the update's sequences into rows (block-diagonal attention); --no-pack: right-pad"},
+    )
     rollout_rows: int = field(default=0, metadata={"help": "completions decoded together (0: a whole micro-batch)"})
     fast_rollout: bool = field(
         default=True, metadata={"help": "fused-weight decoding engine for rollouts where it applies (not LoRA)"}
+    )
+    spike_factor: float = field(
+        default=0.0,
+        metadata={"help": "loss spike warnings (0: off: the policy-gradient loss sits near 0 and changes sign)"},
     )
     eval_limit: int = field(default=200, metadata={"help": "held-out prompts scored per evaluation"})
     eval_every: int = field(
@@ -176,12 +185,22 @@ class RLStage:
     def needs_reference(self) -> bool:
         return self.cfg.beta > 0  # beta 0 holds no reference model at all
 
-    def _reference_logps(self, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def _reference_logps(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per-token log-probs of the batch's labels under the reference (the start model)."""
         if self.lora_model is not None:
             with lora_disabled(self.lora_model):
-                return token_logprobs(self.lora_model(input_ids), labels)
+                return token_logprobs(self.lora_model(batch["input_ids"], **model_inputs(batch)), batch["labels"])
         assert self.ref_model is not None, "setup() loads the reference when --beta > 0"
-        return token_logprobs(self.ref_model(input_ids), labels)
+        return token_logprobs(self.ref_model(batch["input_ids"], **model_inputs(batch)), batch["labels"])
+
+    def pack(self, done: Completions, rows: list[int]) -> dict[str, torch.Tensor]:
+        """The completions ``rows`` of a rollout as the update's tensors (packed unless --no-pack)."""
+        return pack(
+            [done.prompt_ids[r] for r in rows],
+            [done.completion_ids[r] for r in rows],
+            self.tokenizer.eos_id,
+            self.cfg.seq_len if self.cfg.pack else 0,
+        )
 
     def rollout(self, ctx: Any, batch: dict[str, Any]) -> dict[str, Any]:
         """Generate, score and pack one micro-batch (or hand back the stored one on a reuse step)."""
@@ -231,13 +250,14 @@ class RLStage:
         if empty:  # still run one group through the loss (zero-weighted) so every rank does a backward
             keep[0] = True
         rows = keep.repeat_interleave(G).nonzero().flatten().tolist()
-        packed = pack([done.prompt_ids[r] for r in rows], [done.completion_ids[r] for r in rows], tok.eos_id)
-        packed = {k: v.to(device) for k, v in packed.items()}
+        packed = {k: v.to(device) for k, v in self.pack(done, rows).items()}
         out: dict[str, Any] = {**packed, "advantages": advantages[rows].float().to(device), "empty": empty}
         if cfg.ppo_epochs > 1:
-            out["old_logp"] = token_logprobs(model(packed["input_ids"]), packed["labels"]).float()
+            out["old_logp"] = token_logprobs(
+                model(packed["input_ids"], **model_inputs(packed)), packed["labels"]
+            ).float()
         if self.ref_model is not None or self.lora_model is not None:
-            out["ref_logp"] = self._reference_logps(packed["input_ids"], packed["labels"]).float()
+            out["ref_logp"] = self._reference_logps(packed).float()
         lengths = torch.tensor([len(c) for c in done.completion_ids], dtype=torch.float64)
         metrics = {f"reward_{name}": values.nanmean() for name, values in parts.items() if not values.isnan().all()}
         metrics["reward"] = total.mean()
@@ -253,7 +273,7 @@ class RLStage:
         self, model: torch.nn.Module, batch: dict[str, Any], *, train: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor, dict]:
         cfg = self.cfg
-        logits = model(batch["input_ids"])
+        logits = model(batch["input_ids"], **model_inputs(batch))
         logp = token_logprobs(logits, batch["labels"])
         out = policy_loss(
             logp,
@@ -266,17 +286,18 @@ class RLStage:
             cfg.eps_high,
             cfg.loss_agg,
             cfg.max_new_tokens,
+            batch.get("segment_ids"),
         )
         loss, count = out.loss, out.count
         if batch["empty"]:
             loss, count = loss * 0.0, count * 0.0
-        metrics = {
-            **batch["metrics"],
-            "kl": out.kl,
-            "clip_low": out.clip_low,
-            "clip_high": out.clip_high,
-            "entropy": token_entropy(logits.detach(), batch["mask"]),
-        }
+        # Per-token statistics as (sum, count): the trainer turns them into the global token mean over
+        # micro-batches and ranks (a mean of per-rank means would weigh a short rank's tokens more).
+        # An "empty" batch (every group dropped) carries a stand-in group that must not count here either.
+        entropy, positions = token_entropy_sum(logits.detach(), batch["mask"])
+        pooled = {**out.token_means(), "entropy": (entropy, torch.tensor(float(positions), device=entropy.device))}
+        keep = 0.0 if batch["empty"] else 1.0
+        metrics = {**batch["metrics"], **{k: (s * keep, n * keep) for k, (s, n) in pooled.items()}}
         return loss, count, metrics
 
     # ------------------------------------------------------------------ evaluation and state
