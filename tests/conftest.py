@@ -132,8 +132,7 @@ def tool_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         rows.append({"conversations": conv})
     (out / "sft.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows * 8))
     text = [_compile(CHAT_TEMPLATE).render(messages=r["conversations"], tools=None) for r in rows]
-    (out / "text.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in text * 20))
-    train_tokenizer([out / "text.jsonl"], out / "tok", vocab_size=1000)
+    train_tokenizer(text * 20, out / "tok", vocab_size=1000)
     tok = load_tokenizer(out / "tok")
     torch.manual_seed(0)
     shape = dict(vocab_size=tok.vocab_size, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=320)

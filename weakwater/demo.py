@@ -191,6 +191,7 @@ def run_demo(
     """
     from weakwater.data.prepare import prepare
     from weakwater.data.synth.generate import generate
+    from weakwater.data.text import iter_texts
     from weakwater.eval.report import write_report
     from weakwater.tokenizer.train import train_tokenizer
     from weakwater.train.config import TrainConfig
@@ -219,7 +220,7 @@ def run_demo(
     generate(data, seed=seed, size=plan.size)
     tok_dir = out / "tokenizer"
     tok_text = [data / "pretrain.jsonl", tool_template_text(data)]
-    train_tokenizer(tok_text, tok_dir, vocab_size=plan.vocab_size, seed=seed)
+    train_tokenizer(iter_texts(tok_text), tok_dir, vocab_size=plan.vocab_size)
     tok = load_tokenizer(tok_dir)
     shards = out / "shards"
     prepare([data / "pretrain.jsonl"], tok_dir, shards, val_data=[data / "pretrain_val.jsonl"], workers=1)

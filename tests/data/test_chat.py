@@ -7,7 +7,7 @@ import json
 import pytest
 
 from weakwater.data.chat import ConversationError, convert_file, prompt_record, read_conversations, to_messages
-from weakwater.data.jsonl import DataError, SkipCounter
+from weakwater.jsonl import DataError, SkipCounter
 
 GOOD = {"conversations": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
 

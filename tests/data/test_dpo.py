@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from weakwater.data.chat import ConversationError
 from weakwater.data.dpo import PreferenceDataset, collate_pairs, to_pair
-from weakwater.data.jsonl import DataError
+from weakwater.jsonl import DataError
 from weakwater.model.loglik import IGNORE_INDEX as IGNORE
 from weakwater.tokenizer import load_tokenizer
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from weakwater.data.jsonl import DataError
 from weakwater.data.loader import BatchLoader
 from weakwater.data.pretrain import PackedWindows, collate_windows
+from weakwater.jsonl import DataError
 
 
 def ids(batch):

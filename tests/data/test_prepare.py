@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from weakwater.cli import main
-from weakwater.data.jsonl import DataError
 from weakwater.data.prepare import HashSet64, NearDupIndex, minhash_signature, normalise, prepare
 from weakwater.data.pretrain import PackedWindows
+from weakwater.jsonl import DataError
 from weakwater.tokenizer import load_tokenizer
 from weakwater.tokenizer.train import train_tokenizer
 
@@ -31,7 +31,7 @@ def write_jsonl(path, rows):
 def tok_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("tok")
     rows = [{"text": f"{STORY} 第{i}段 paragraph {i}"} for i in range(100)]
-    train_tokenizer([write_jsonl(d / "corpus.jsonl", rows)], d, vocab_size=400)
+    train_tokenizer([r["text"] for r in rows], d, vocab_size=400)
     return d
 
 

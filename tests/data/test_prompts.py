@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from weakwater.data.jsonl import DataError
 from weakwater.data.prompts import PromptDataset, collate_prompts, parse_prompt
+from weakwater.jsonl import DataError
 from weakwater.tokenizer import load_tokenizer
 
 

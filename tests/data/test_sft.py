@@ -9,7 +9,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from weakwater.data.jsonl import DataError
 from weakwater.data.sft import (
     ChatDataset,
     SFTCollator,
@@ -18,6 +17,7 @@ from weakwater.data.sft import (
     tokenize_conversation,
 )
 from weakwater.data.truncation import fit_window
+from weakwater.jsonl import DataError
 from weakwater.model.loglik import IGNORE_INDEX
 from weakwater.tokenizer import load_tokenizer
 
@@ -215,9 +215,7 @@ def tool_tokenizer(tmp_path_factory):
     from weakwater.tokenizer.train import train_tokenizer
 
     out = tmp_path_factory.mktemp("tooltok")
-    corpus = out / "c.jsonl"
-    corpus.write_text("".join(json.dumps({"text": f"What is 12 * 35? 420. 计算 {i}"}) + "\n" for i in range(40)))
-    train_tokenizer([corpus], out / "tok", vocab_size=300)
+    train_tokenizer([f"What is 12 * 35? 420. 计算 {i}" for i in range(40)], out / "tok", vocab_size=300)
     return load_tokenizer(out / "tok")
 
 

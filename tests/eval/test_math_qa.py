@@ -7,10 +7,10 @@ from math import comb
 
 import pytest
 
-from weakwater.data.jsonl import DataError
 from weakwater.eval import math_qa
 from weakwater.eval.math_qa import evaluate_math, load_problems, pass_at_k
 from weakwater.eval.tasks import Reply
+from weakwater.jsonl import DataError
 from weakwater.model.io import load_model
 from weakwater.tokenizer import load_tokenizer
 

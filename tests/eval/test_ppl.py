@@ -85,7 +85,7 @@ def test_no_documents_is_an_error(tmp_path, make_model_dir, capsys):
 def test_chat_and_preference_files_are_read_like_tokenizer_stats(tmp_path, bpe_tokenizer_dir, reference_dir, capsys):
     """One reader of "the text in this file": `eval ppl` scores the chat and DPO files that
     `tokenizer stats` measures, and both see the same documents."""
-    from weakwater.data.chat import record_text
+    from weakwater.data.text import record_text
 
     tok = load_tokenizer(bpe_tokenizer_dir)
     for name in ("sft.jsonl", "r1.jsonl", "dpo.jsonl"):

@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from weakwater.data.jsonl import DataError
 from weakwater.eval.repetition import (
     BUILTIN_PROMPTS,
     distinct,
@@ -17,6 +16,7 @@ from weakwater.eval.repetition import (
     units,
 )
 from weakwater.eval.tasks import Reply
+from weakwater.jsonl import DataError
 from weakwater.model.io import load_model
 from weakwater.tokenizer import load_tokenizer
 

@@ -1,4 +1,4 @@
-"""Held-out scoring: demo tasks from real generations (answers judged by weakwater.eval.answers), preferences."""
+"""Held-out scoring: demo tasks from real generations (answers judged by weakwater.answers), preferences."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
+from weakwater.answers import is_correct
 from weakwater.eval import tasks
-from weakwater.eval.answers import is_correct
 from weakwater.eval.tasks import pair_logps, preference_metrics, run_task
 from weakwater.model.io import load_model
 from weakwater.tokenizer import load_tokenizer

@@ -74,9 +74,7 @@ def test_hf_export_renders_tool_chats_as_training_does(tmp_path):
     from weakwater.tokenizer import load_tokenizer
     from weakwater.tokenizer.train import train_tokenizer
 
-    corpus = tmp_path / "c.jsonl"
-    corpus.write_text("".join(json.dumps({"text": f"{TEXT} {i}"}) + "\n" for i in range(50)))
-    train_tokenizer([corpus], tmp_path / "tok", vocab_size=400)
+    train_tokenizer([f"{TEXT} {i}" for i in range(50)], tmp_path / "tok", vocab_size=400)
     tok = load_tokenizer(tmp_path / "tok")
     model = Transformer(ModelConfig(vocab_size=tok.vocab_size, dim=32, n_layers=1, n_heads=2, n_kv_heads=1))
     out = export_hf(save_model(model, tmp_path / "m", tokenizer_dir=tmp_path / "tok"), tmp_path / "hf")

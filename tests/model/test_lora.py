@@ -114,8 +114,11 @@ def test_load_adapter_shape_mismatch(tmp_path):
     apply_lora(other, rank=2, alpha=8)
     with pytest.raises(ValueError, match="shape"):
         load_adapter(other, tmp_path)
-    with pytest.raises(FileNotFoundError, match="adapter_config.json"):
+    with pytest.raises(FileNotFoundError, match="nope: not a LoRA adapter directory .no adapter_config.json"):
         load_adapter(tiny(), tmp_path / "nope")
+    (tmp_path / "adapter_config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="adapter_config.json: invalid JSON"):
+        load_adapter(tiny(), tmp_path)
 
 
 def test_lora_trains_and_merges_on_a_qk_norm_model(tmp_path):

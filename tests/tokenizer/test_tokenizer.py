@@ -9,9 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from weakwater.cli import main
-from weakwater.data.jsonl import DataError
+from weakwater.data.text import iter_texts
+from weakwater.jsonl import DataError, SkipCounter
 from weakwater.tokenizer import SPECIAL_TOKENS, TOOL_TOKENS, Tokenizer, load_tokenizer
-from weakwater.tokenizer.train import is_heldout, iter_texts, tokenizer_stats, train_tokenizer
+from weakwater.tokenizer.train import tokenizer_stats, train_tokenizer
 
 LINES = [
     "今天天气很好，我们去公园散步吧。",
@@ -53,7 +54,7 @@ def corpus(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tok_dir(tmp_path_factory, corpus):
     out = tmp_path_factory.mktemp("tok")
-    train_tokenizer([corpus], out, vocab_size=500)
+    train_tokenizer(iter_texts([corpus]), out, vocab_size=500)
     return out
 
 
@@ -228,39 +229,25 @@ def test_train_reads_chat_rows_and_skips_bad_lines(tmp_path):
     path = write_jsonl(tmp_path / "chat.jsonl", rows)
     with path.open("a", encoding="utf-8") as f:
         f.write('{"broken": \n[1, 2]\n')
-    summary = train_tokenizer([path], tmp_path / "tok", vocab_size=300)
+    skipped = SkipCounter()
+    summary = train_tokenizer(iter_texts([path], skipped=skipped), tmp_path / "tok", vocab_size=300, skipped=skipped)
     assert summary["train_docs"] == 50
     assert summary["skipped"]["by_reason"] == {"invalid_json": 1, "not_object": 1}
 
 
-def test_max_bytes_bounds_the_sample(corpus):
-    texts = list(iter_texts([corpus], max_bytes=2000, seed=1))
-    total = sum(len(t.encode()) for t in texts)
-    assert 0 < total < 2000 + max(len(t.encode()) for t in texts)
-    assert texts == list(iter_texts([corpus], max_bytes=2000, seed=1))  # deterministic
-
-
 def test_train_errors(tmp_path, corpus):
     with pytest.raises(ValueError, match="vocab_size"):
-        train_tokenizer([corpus], tmp_path / "t", vocab_size=100)
+        train_tokenizer(iter_texts([corpus]), tmp_path / "t", vocab_size=100)
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     with pytest.raises(DataError, match="no usable text"):
-        train_tokenizer([empty], tmp_path / "t")
+        train_tokenizer(iter_texts([empty]), tmp_path / "t")
     with pytest.raises(FileNotFoundError):
-        train_tokenizer([tmp_path / "missing.jsonl"], tmp_path / "t")
-
-
-def test_heldout_split_is_disjoint(corpus):
-    train = list(iter_texts([corpus], heldout_frac=0.2))
-    held = list(iter_texts([corpus], heldout_frac=0.2, heldout=True))
-    assert len(train) + len(held) == 60 * len(LINES)
-    assert 0.1 < len(held) / (len(train) + len(held)) < 0.3
-    assert is_heldout(5, 0.0) is False
+        train_tokenizer(iter_texts([tmp_path / "missing.jsonl"]), tmp_path / "t")
 
 
 def test_stats_counts_tags(tok, corpus):
-    stats = tokenizer_stats(tok, [corpus])
+    stats = tokenizer_stats(tok, iter_texts([corpus]))
     assert stats["tokens_per_tag"] == dict.fromkeys(SPECIAL_TOKENS + TOOL_TOKENS, 1)
     assert stats["chars_per_token"] > 1.0 and stats["bytes_per_token"] > stats["chars_per_token"]
 
@@ -275,9 +262,11 @@ def test_cli_train_and_stats(tmp_path, corpus, capsys):
 def test_compression_vs_minimind(reference_dir, tmp_path):
     """Ours at vocab 6400 trained on 90% of the reference pretrain lines vs MiniMind's on the held-out 10%."""
     data = [reference_dir / "data" / "pretrain.jsonl"]
-    train_tokenizer(data, tmp_path / "ours", vocab_size=6400, heldout_frac=0.1)
-    ours = tokenizer_stats(load_tokenizer(tmp_path / "ours"), data, heldout_frac=0.1)
-    theirs = tokenizer_stats(load_tokenizer(reference_dir / "minimind_tokenizer"), data, heldout_frac=0.1)
+    train_tokenizer(iter_texts(data, heldout_frac=0.1), tmp_path / "ours", vocab_size=6400)
+    ours = tokenizer_stats(load_tokenizer(tmp_path / "ours"), iter_texts(data, heldout_frac=0.1, heldout=True))
+    theirs = tokenizer_stats(
+        load_tokenizer(reference_dir / "minimind_tokenizer"), iter_texts(data, heldout_frac=0.1, heldout=True)
+    )
     print(f"held-out chars/token: ours {ours['chars_per_token']:.3f}, MiniMind {theirs['chars_per_token']:.3f}")
     assert ours["chars"] == theirs["chars"] > 10_000
     # Same vocab size, trained on this distribution: ours must compress at least about as well.

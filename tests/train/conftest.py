@@ -47,21 +47,23 @@ def _quiet(monkeypatch):
     torch.set_num_threads(1)
 
 
-@pytest.fixture
-def interrupt_after():
-    """``interrupt_after(trainer, n)``: deliver a SIGINT-equivalent once ``trainer`` has done ``n`` steps."""
+def stop_after(trainer, stop_at: int):
+    """Deliver a SIGINT-equivalent (as Ctrl-C would) once ``trainer`` has done ``stop_at`` steps."""
     import signal
 
-    def patch(trainer, stop_at: int):
-        step = trainer._train_step
+    step = trainer._train_step
 
-        def stepping():
-            result = step()
-            if trainer.step >= stop_at:
-                trainer.stop_signal = signal.SIGINT
-            return result
+    def stepping():
+        result = step()
+        if trainer.step >= stop_at:
+            trainer.stop_signal = signal.SIGINT
+        return result
 
-        trainer._train_step = stepping
-        return trainer
+    trainer._train_step = stepping
+    return trainer
 
-    return patch
+
+@pytest.fixture
+def interrupt_after():
+    """:func:`stop_after`, for tests outside this folder's modules."""
+    return stop_after

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import signal
 from pathlib import Path
 
 import torch
@@ -14,6 +13,8 @@ from weakwater.model.io import load_model
 from weakwater.train.config import TrainConfig
 from weakwater.train.stages.pretrain import PretrainStage
 from weakwater.train.trainer import Trainer
+
+from .conftest import stop_after
 
 TINY_MODEL = {"vocab_size": 64, "dim": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "max_seq_len": 64}
 
@@ -42,15 +43,7 @@ def run(cfg: TrainConfig, stop_at: int | None = None, stage=None) -> Trainer:
     """Train (pretraining unless ``stage``); with ``stop_at``, a SIGINT-equivalent after that step (like Ctrl-C)."""
     trainer = Trainer(cfg, stage if stage is not None else PretrainStage(cfg))
     if stop_at is not None:
-        step = trainer._train_step
-
-        def stepping():
-            result = step()
-            if trainer.step >= stop_at:
-                trainer.stop_signal = signal.SIGINT
-            return result
-
-        trainer._train_step = stepping
+        stop_after(trainer, stop_at)
     trainer.fit()
     return trainer
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from weakwater.bench.common import environment, write_json
+from weakwater.bench.common import add_run_arguments, environment, write_json
 from weakwater.device import DEVICE_HELP
 from weakwater.model.config import PRESETS
 
@@ -99,19 +99,15 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
         default="none",
         help="also measure torch.compile'd copies: of ours, or of ours and HF (default: none)",
     )
-    p.add_argument("--device", default="auto", help=DEVICE_HELP)
-    p.add_argument("--seed", type=int, default=0, help="seed for weights and token ids (default: 0)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: torch's default)")
     p.add_argument("--profile", action="store_true", help="print a torch.profiler table of one step of ours")
-    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    add_run_arguments(p, "weights and token ids")
 
 
 def _data_arguments(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("--gb", type=float, default=1.0, help="size of the generated JSONL in GB (default: 1.0)")
-    p.add_argument("--seed", type=int, default=0, help="corpus seed (default: 0)")
     p.add_argument("--vocab-size", type=int, default=6400, help="tokenizer vocabulary (default: 6400)")
     p.add_argument("--tmp-dir", metavar="DIR", help="where to write the temporary corpus (default: system temp)")
-    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    add_run_arguments(p, "the corpus", device=False, threads=False)
     if name == "tokenizer":
         p.add_argument("--cores", type=int, default=2, help="pin tokenizer training to this many CPUs (default: 2)")
         p.add_argument(

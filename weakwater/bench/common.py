@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from weakwater.device import DEVICE_HELP
 
 # Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) from the vendors' data sheets. Checked in order,
 # so the more specific names come first. MFU is only reported for a device listed here.
@@ -116,3 +119,14 @@ def write_json(result: dict[str, Any], path: str | Path | None) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     tmp.replace(path)
+
+
+def add_run_arguments(p: argparse.ArgumentParser, seeds: str = "", device: bool = True, threads: bool = True) -> None:
+    """The flags benchmarks share: ``--device``, ``--threads``, ``--seed`` (``seeds``: what it seeds) and
+    ``--json``."""
+    if device:
+        p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    if threads:
+        p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--seed", type=int, default=0, help=f"seed{' for ' + seeds if seeds else ''} (default: 0)")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")

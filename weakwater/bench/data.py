@@ -212,10 +212,11 @@ def run_data_bench(
             tok_dir = tok_dir or Path(results["tokenizer"].pop("tokenizer_dir"))
         if "prepare" in which:
             if tok_dir is None:
+                from weakwater.data.text import iter_texts
                 from weakwater.tokenizer.train import train_tokenizer
 
                 tok_dir = work / "tokenizer"
-                train_tokenizer([corpus], tok_dir, vocab_size=vocab_size, max_bytes=4 * 2**20, seed=seed)
+                train_tokenizer(iter_texts([corpus], max_bytes=4 * 2**20, seed=seed), tok_dir, vocab_size=vocab_size)
             results["prepare"] = bench_prepare(corpus, tok_dir, work, workers)
         if "tokenizer" in results:
             results["tokenizer"].pop("tokenizer_dir", None)

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from weakwater.bench.common import environment, format_table, write_json
+from weakwater.bench.common import add_run_arguments, environment, format_table, write_json
 from weakwater.infer.generate import Generator
 from weakwater.infer.sampling import SamplingParams
 from weakwater.model.config import PRESETS, preset
@@ -35,12 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokens", type=int, default=128, help="new tokens per sequence (default: 128)")
     parser.add_argument("--prompt-len", type=int, default=16, help="prompt tokens per sequence (default: 16)")
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds of ours then HF (default: 3)")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    add_run_arguments(parser, "weights and prompts", device=False)
     parser.add_argument("--no-hf", action="store_true", help="skip the HF transformers baseline")
     parser.add_argument("--no-int8", action="store_true", help="skip our int8-weight engine")
     parser.add_argument("--profile", action="store_true", help="print a torch.profiler table of one batch-1 run")
-    parser.add_argument("--seed", type=int, default=0, help="seed for weights and prompts (default: 0)")
-    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from weakwater.bench.common import environment, peak_rss_mb, peak_tflops, write_json
+from weakwater.bench.common import add_run_arguments, environment, peak_rss_mb, peak_tflops, write_json
 from weakwater.bench.train import ours_loss
 from weakwater.device import autocast, dtype_name, pick_device, pick_dtype, synchronize
 from weakwater.model.config import PRESETS, ModelConfig, preset
@@ -499,7 +499,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", help="auto, cuda, cuda:N, mps or cpu (default: auto)")
+    add_run_arguments(p, threads=False)
     p.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA if supported), bf16, fp16 or fp32")
     p.add_argument("--budget", type=float, default=None, help="seconds for the whole run (default: 480 GPU, 240 CPU)")
     p.add_argument(
@@ -511,8 +511,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile (it takes a while on CPU)")
     p.add_argument("--data", metavar="DIR", help="token directory from `weakwater prepare` (default: synthetic tokens)")
-    p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
-    p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     p.add_argument("--md", metavar="FILE", help="write the markdown table to FILE")
 
 

@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
-from weakwater.bench.common import environment, format_table, peak_rss_mb, write_json
-from weakwater.device import DEVICE_HELP, pick_device, synchronize
+from weakwater.bench.common import add_run_arguments, environment, format_table, peak_rss_mb, write_json
+from weakwater.device import pick_device, synchronize
 from weakwater.infer.sampling import SamplingParams
 from weakwater.model.config import PRESETS, preset
 from weakwater.model.llama import Transformer
@@ -39,12 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompts", type=int, default=1, help="prompts per step (default: 1)")
     parser.add_argument("--prompt-len", type=int, default=64, help="prompt tokens (default: 64)")
     parser.add_argument("--new-tokens", type=int, default=512, help="new tokens per sample (default: 512)")
-    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    add_run_arguments(parser, "weights and prompts")
     parser.add_argument("--no-hf", action="store_true", help="skip the HF generate baseline")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child process")
-    parser.add_argument("--seed", type=int, default=0, help="seed for weights and prompts (default: 0)")
-    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--step-only", action="store_true", help=argparse.SUPPRESS)  # the memory child
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from weakwater.bench.common import environment, format_table, write_json
+from weakwater.bench.common import add_run_arguments, environment, format_table, write_json
 from weakwater.data.loader import BatchLoader
 from weakwater.data.packing import model_inputs
 from weakwater.data.sft import ChatDataset, SFTCollator
@@ -35,11 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seq", type=int, default=512, help="sequence length = packed row length (default: 512)")
     p.add_argument("--batch", type=int, default=16, help="samples per micro-batch (default: 16)")
     p.add_argument("--steps", type=int, default=4, help="timed steps per layout, interleaved (default: 4)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    add_run_arguments(p, "weights and data order")
     p.add_argument("--dtype", default="auto", help="auto, fp32, bf16 or fp16 (default: auto)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--seed", type=int, default=0, help="seed for weights and data order (default: 0)")
-    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
 
 
 def epoch_padding(ds: ChatDataset, batch: int, seq: int, seed: int) -> dict[str, float]:

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from weakwater.bench.common import environment, format_table, write_json
+from weakwater.bench.common import add_run_arguments, environment, format_table, write_json
 from weakwater.device import pick_device, synchronize
 from weakwater.model.config import PRESETS, ModelConfig, preset
 from weakwater.model.llama import Transformer
@@ -70,10 +70,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--target", type=float, default=None, help="held-out loss to reach (default: the reference's final)")
     p.add_argument("--evals", type=int, default=20, help="held-out evaluations per run (default: 20)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--seed", type=int, default=0, help="seed for weights, data order and split (default: 0)")
-    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    add_run_arguments(p, "weights, data order and split")
 
 
 def recipe_config(name: str, data: Path, out: Path, args: argparse.Namespace, steps: int) -> Any:

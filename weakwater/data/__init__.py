@@ -1,5 +1,6 @@
-"""Data: robust JSONL reading, token shards (``weakwater prepare``), packed windows and a resumable loader.
+"""Data: conversations, token shards (``weakwater prepare``), packed windows and a resumable loader.
 
-Modules are imported directly (``weakwater.data.jsonl``, ``.prepare``, ``.pretrain``, ``.loader``...) so that
-importing one stage's data code never pulls in another's dependencies.
+Modules are imported directly (``weakwater.data.chat``, ``.prepare``, ``.pretrain``, ``.loader``...) so that
+importing one stage's data code never pulls in another's dependencies. JSONL reading, which the tokenizer
+and evaluation share, is :mod:`weakwater.jsonl`.
 """

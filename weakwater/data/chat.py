@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from weakwater.data.jsonl import DataError, SkipCounter, get_text, read_jsonl
+from weakwater.jsonl import DataError, SkipCounter, read_jsonl
 
 Message = dict[str, Any]
 
@@ -400,29 +400,3 @@ def convert_file(src: str | Path, out: str | Path, strict: bool = False, fmt: st
             f.write(json.dumps({"conversations": messages}, ensure_ascii=False) + "\n")
             n += 1
     return n, skipped
-
-
-def record_text(obj: dict[str, Any], field: str = "text", where: str = "") -> str:
-    """The text of one JSONL row of any format we accept, for every command that only needs text
-    (tokenizer training and stats, perplexity): the ``field`` string of a pretraining row; the message
-    contents of a chat row (MiniMind, ShareGPT, Alpaca), joined by newlines; for a preference pair the
-    chosen conversation followed by the rejected reply. Raises :class:`DataError` naming the field."""
-    if field in obj:
-        return get_text(obj, field, where)
-    try:
-        if "chosen" in obj and "rejected" in obj:
-            chosen = to_messages({"conversations": obj["chosen"]})
-            rejected = to_messages({"conversations": obj["rejected"]})
-            messages = [*chosen, rejected[-1]]
-        else:
-            messages = to_messages(obj)
-    except ConversationError as e:
-        if e.key == "missing_field" and e.field == "conversations":
-            keys = ", ".join(list(obj)[:8]) or "none"
-            raise DataError(
-                f"{where}: no text: missing field '{field}' (or conversations/messages, instruction/output, "
-                f"chosen/rejected; the line has: {keys})",
-                "missing_field",
-            ) from None
-        raise DataError(f"{where}: {e}", e.key) from None
-    return "\n".join(m["content"] for m in messages if m["content"])

@@ -15,10 +15,10 @@ import torch
 from torch.utils.data import Dataset
 
 from weakwater.data.chat import ConversationError, Message, _from_role_content, validate
-from weakwater.data.jsonl import SkipCounter
 from weakwater.data.packing import lay_out
-from weakwater.data.sft import LazyRecords, _require_rows, tokenize_conversation
+from weakwater.data.sft import LazyRecords, _require_rows, open_chat_shards, tokenize_conversation
 from weakwater.data.truncation import LengthReport, TruncationCounter, fit_window, measure
+from weakwater.jsonl import SkipCounter
 from weakwater.model.loglik import IGNORE_INDEX
 from weakwater.tokenizer.tokenizer import ChatTokenizer
 
@@ -57,8 +57,10 @@ class PreferenceDataset(Dataset):
         self.index_offset = index_offset  # keeps val indices apart from train ones (precomputed reference rows)
         self.max_len = max_len
         self.skipped = SkipCounter()
-        self.records = LazyRecords(path, strict, self.skipped, to_pair)
-        _require_rows(self.records, self.skipped, "preference pairs")
+        self.shards = open_chat_shards(path, "dpo", tokenizer)  # pre-tokenised (prepare --chat dpo) or None
+        if self.shards is None:
+            self.records = LazyRecords(path, strict, self.skipped, to_pair)
+            _require_rows(self.records, self.skipped, "preference pairs")
         self.truncation = TruncationCounter()
 
     @property
@@ -67,18 +69,19 @@ class PreferenceDataset(Dataset):
 
     def sequences(self, i: int) -> list[tuple[list[int], list[bool]]]:
         """Both sides of pair ``i`` untruncated (mask: the last assistant turn)."""
+        if self.shards is not None:
+            return self.shards.sequences(i)
         return [tokenize_conversation(self.tokenizer, m, last_turn_only=True) for m in self.records[i]]
 
     def length_report(self, seed: int = 0) -> LengthReport:
         return measure(len(self), self.sequences, self.max_len, "pair sides", seed)
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.shards if self.shards is not None else self.records)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         item: dict[str, Any] = {"index": self.index_offset + i}
-        for side, messages in zip(("chosen", "rejected"), self.records[i]):
-            ids, mask = tokenize_conversation(self.tokenizer, messages, last_turn_only=True)
+        for side, (ids, mask) in zip(("chosen", "rejected"), self.sequences(i)):
             ids, mask, how = fit_window(ids, mask, self.max_len)
             self.truncation.record((i, side), how)
             item[f"{side}_ids"] = torch.tensor(ids, dtype=torch.long)

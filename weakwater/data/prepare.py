@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from weakwater.console import Progress
-from weakwater.data.jsonl import (
+from weakwater.jsonl import (
     MAX_LINE_BYTES,
     DataError,
     SkipCounter,
@@ -157,28 +157,25 @@ class HashSet64:
         if 2 * (self.size + 1) > len(self.table):
             self._grow()
         h = h or 1  # keep 0 free as the empty marker
-        table, mask = self.table, len(self.table) - 1
-        i = h & mask
-        while True:
-            slot = int(table[i])
-            if slot == 0:
-                table[i] = h
-                self.size += 1
-                return True
-            if slot == h:
-                return False
-            i = (i + 1) & mask
+        i = self._slot(h)
+        if int(self.table[i]) == h:
+            return False
+        self.table[i] = h
+        self.size += 1
+        return True
 
     def __contains__(self, h: int) -> bool:
         h = h or 1
+        return int(self.table[self._slot(h)]) == h
+
+    def _slot(self, h: int) -> int:
+        """Where ``h`` is, or the empty slot where it belongs (linear probing from ``h mod size``)."""
         table, mask = self.table, len(self.table) - 1
         i = h & mask
         while True:
             slot = int(table[i])
-            if slot == 0:
-                return False
-            if slot == h:
-                return True
+            if slot == 0 or slot == h:
+                return i
             i = (i + 1) & mask
 
     def _grow(self) -> None:
@@ -282,10 +279,6 @@ def _results(chunks: Iterator[tuple[str, bool, list]], workers: int, initargs: t
             yield is_val, job.get()
 
 
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def prepare(
     data: Sequence[str | Path],
     tokenizer: str | Path,
@@ -380,6 +373,8 @@ def prepare(
         "workers": workers,
         "dedup": dedup,
     }
+    from weakwater.model.io import copy_tokenizer_files, file_sha256  # lazily: spawned workers need no torch
+
     meta = {
         "format": "weakwater-tokens",
         "version": 1,
@@ -391,13 +386,12 @@ def prepare(
         "tokenizer": {
             "dir": TOKENIZER_SUBDIR,
             "source": str(tok.dir.resolve()),
-            "sha256": _file_sha256(tok.dir / "tokenizer.json"),
+            "sha256": file_sha256(tok.dir / "tokenizer.json"),
         },
         "sources": [{"path": str(p), "val": v} for p, v in paths],
         "splits": {s: {"files": w.files, "tokens": w.tokens, "docs": w.docs} for s, w in writers.items()},
         "stats": stats,
     }
-    from weakwater.model.io import copy_tokenizer_files  # lazily: spawned workers need no torch
 
     tok_copy = out / TOKENIZER_SUBDIR
     shutil.rmtree(tok_copy, ignore_errors=True)

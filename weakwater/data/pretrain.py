@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from weakwater.data.jsonl import DataError
 from weakwater.data.prepare import META_FILE, TOKENIZER_SUBDIR
+from weakwater.jsonl import DataError
 
 
 def read_meta(shard_dir: str | Path) -> dict[str, Any]:

@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from weakwater.data.chat import ConversationError, Message, prompt_record, to_messages
-from weakwater.data.jsonl import DataError, SkipCounter, read_jsonl
+from weakwater.jsonl import DataError, SkipCounter, read_jsonl
 
 
 def _answer_field(record: dict[str, Any], where: str) -> str | None:
@@ -39,7 +39,7 @@ def _answer_field(record: dict[str, Any], where: str) -> str | None:
 
 def parse_prompt(record: Any, where: str) -> tuple[list[Message], str | None]:
     """(prompt messages ending in a user turn, gold answer or None) for one record of any supported format."""
-    from weakwater.eval.answers import extract_answer, gsm8k_gold
+    from weakwater.answers import extract_answer, gsm8k_gold
 
     if not isinstance(record, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}", "not_object")

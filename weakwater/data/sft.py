@@ -26,9 +26,9 @@ import torch
 from torch.utils.data import Dataset
 
 from weakwater.data.chat import ConversationError, Message, read_conversations, to_messages
-from weakwater.data.jsonl import DataError, SkipCounter
 from weakwater.data.packing import lay_out
 from weakwater.data.truncation import LengthReport, TruncationCounter, fit_window, measure
+from weakwater.jsonl import DataError, SkipCounter
 from weakwater.model.loglik import IGNORE_INDEX
 from weakwater.tokenizer.tokenizer import ChatTokenizer
 
@@ -102,7 +102,7 @@ class LazyRecords:
         self.offsets = all_offsets[np.asarray(keep, dtype=np.int64)]
 
     def _valid(self, strict: bool, skipped: SkipCounter) -> Iterator[tuple[int, Any]]:
-        from weakwater.data.jsonl import read_jsonl
+        from weakwater.jsonl import read_jsonl
 
         for line_no, record in read_jsonl(self.path, strict=strict, skipped=skipped):
             try:
@@ -132,6 +132,8 @@ def _require_rows(records: LazyRecords, skipped: SkipCounter, what: str) -> None
 class ChatDataset(Dataset):
     """SFT samples: ``{"ids": LongTensor[L], "mask": BoolTensor[L]}`` with ``L <= max_len``.
 
+    ``path`` is a chat JSONL/CSV file (tokenised as samples are read) or a directory of pre-tokenised chat
+    shards (``weakwater prepare --chat sft``, :mod:`weakwater.data.chat_shards`): the same samples.
     ``max_len`` counts tokens including the one shifted off for labels (``seq_len + 1``).
     ``stats`` counts samples seen truncated (by policy), and ``skipped`` the lines dropped at load.
     """
@@ -144,8 +146,10 @@ class ChatDataset(Dataset):
         self.tokenizer = tokenizer
         self.max_len = max_len
         self.skipped = SkipCounter()
-        self.records = LazyRecords(path, strict, self.skipped, lambda r: to_messages(r, fmt))
-        _require_rows(self.records, self.skipped, "conversations")
+        self.shards = open_chat_shards(path, "sft", tokenizer)
+        if self.shards is None:
+            self.records = LazyRecords(path, strict, self.skipped, lambda r: to_messages(r, fmt))
+            _require_rows(self.records, self.skipped, "conversations")
         self.truncation = TruncationCounter()
 
     @property
@@ -154,6 +158,8 @@ class ChatDataset(Dataset):
 
     def sequences(self, i: int) -> list[tuple[list[int], list[bool]]]:
         """Sample ``i`` untruncated: ``[(ids, supervised mask)]``."""
+        if self.shards is not None:
+            return self.shards.sequences(i)
         return [tokenize_conversation(self.tokenizer, self.records[i])]
 
     def length_report(self, seed: int = 0) -> LengthReport:
@@ -161,13 +167,22 @@ class ChatDataset(Dataset):
         return measure(len(self), self.sequences, self.max_len, "conversations", seed)
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.shards if self.shards is not None else self.records)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        ids, mask = tokenize_conversation(self.tokenizer, self.records[i])
+        [(ids, mask)] = self.sequences(i)
         ids, mask, how = fit_window(ids, mask, self.max_len)
         self.truncation.record(i, how)
         return {"ids": torch.tensor(ids, dtype=torch.long), "mask": torch.tensor(mask, dtype=torch.bool)}
+
+
+def open_chat_shards(path: str | Path, kind: str, tokenizer: ChatTokenizer) -> Any:
+    """The pre-tokenised shards at ``path`` when it is a directory (checked: kind, tokenizer), else None."""
+    if not Path(path).is_dir():
+        return None
+    from weakwater.data.chat_shards import ChatShards
+
+    return ChatShards(path, kind, tokenizer)
 
 
 @dataclass

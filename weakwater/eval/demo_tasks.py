@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from weakwater.eval.answers import is_correct
+from weakwater.answers import is_correct
 from weakwater.eval.ppl import score_windows, windows
 from weakwater.eval.tasks import generate_answers, generate_replies, load_eval
 

@@ -1,4 +1,4 @@
-"""Generative math: the model writes a reply, the one answer checker (:mod:`weakwater.eval.answers`) judges it.
+"""Generative math: the model writes a reply, the one answer checker (:mod:`weakwater.answers`) judges it.
 
 Rows (JSONL), one problem each:
 
@@ -22,10 +22,10 @@ from typing import Any
 
 import torch
 
-from weakwater.data.jsonl import DataError
-from weakwater.eval.answers import answers_match, extract_answer, gsm8k_gold, is_well_formed
+from weakwater.answers import answers_match, extract_answer, gsm8k_gold, is_well_formed
 from weakwater.eval.rows import field, read_rows
 from weakwater.eval.tasks import generate_replies
+from weakwater.jsonl import DataError
 
 BUILTIN = "builtin"
 

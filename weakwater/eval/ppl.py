@@ -15,26 +15,9 @@ from typing import Any
 import torch
 
 from weakwater.console import Progress
-from weakwater.data.chat import record_text
-from weakwater.data.jsonl import DataError, SkipCounter, read_jsonl
+from weakwater.data.text import iter_texts
+from weakwater.jsonl import DataError, SkipCounter
 from weakwater.model.loglik import IGNORE_INDEX, token_logprobs
-
-
-def read_texts(path: str | Path, field: str = "text", skipped: SkipCounter | None = None) -> Iterator[str]:
-    """The text of each row (any format ``weakwater tokenizer stats`` reads: plain ``field`` rows, chats,
-    preference pairs; see :func:`weakwater.data.chat.record_text`); unusable rows are counted in ``skipped``."""
-    for line_no, row in read_jsonl(path, strict=False, skipped=skipped):
-        where = f"{path}:{line_no}"
-        try:
-            text = record_text(row, field, where)
-        except DataError as e:
-            if skipped is not None:
-                skipped.add(e.reason, where, message=e.message)
-            continue
-        if text:
-            yield text
-        elif skipped is not None:
-            skipped.add("empty_text", where, message=f"{where}: empty text")
 
 
 def _count_lines(path: str | Path) -> int:
@@ -81,7 +64,7 @@ def evaluate_ppl(
     pending: list[tuple[list[int], list[int]]] = []
     total = _count_lines(path)
     with Progress(min(total, max_docs) if max_docs is not None else total, "eval ppl", unit="docs") as progress:
-        for text in read_texts(path, field, skipped):
+        for text in iter_texts([path], field, skipped=skipped):
             if max_docs is not None and docs >= max_docs:
                 break
             ids = [tokenizer.eos_id, *tokenizer.encode(text)]

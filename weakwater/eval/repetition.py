@@ -22,9 +22,9 @@ from typing import Any
 
 import torch
 
-from weakwater.data.jsonl import DataError
 from weakwater.eval.rows import field, read_rows
 from weakwater.eval.tasks import Reply, generate_replies
+from weakwater.jsonl import DataError
 
 BUILTIN_PROMPTS = (
     "Tell me a story about a river.",

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from weakwater.data.jsonl import DataError, iter_raw_lines, parse_line
+from weakwater.jsonl import DataError, iter_raw_lines, parse_line
 
 T = TypeVar("T")
 

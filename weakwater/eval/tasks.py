@@ -1,7 +1,7 @@
 """Held-out evaluation from real generations and log-probs: exact match, format compliance, preferences.
 
 Eval files are JSONL rows ``{"messages": [{"role": "user", ...}], "answer": str, "task": str}``. A
-generation is judged by the one answer checker, :func:`weakwater.eval.answers.is_correct` (the same the RL
+generation is judged by the one answer checker, :func:`weakwater.answers.is_correct` (the same the RL
 rewards use). Greedy decoding, so numbers are reproducible.
 """
 
@@ -16,12 +16,12 @@ from typing import Any
 
 import torch
 
+from weakwater.answers import is_correct, is_well_formed
 from weakwater.console import Progress
 from weakwater.data.dpo import to_pair
-from weakwater.data.jsonl import read_jsonl
 from weakwater.data.sft import tokenize_conversation
-from weakwater.eval.answers import is_correct, is_well_formed
 from weakwater.infer import Generator, SamplingParams, end_token_ids
+from weakwater.jsonl import read_jsonl
 from weakwater.model.loglik import IGNORE_INDEX, sequence_logprobs
 
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
+from weakwater.answers import is_correct
 from weakwater.data.chat import attach_tools, normalize_tools
-from weakwater.eval.answers import is_correct
 from weakwater.eval.tasks import generate_answers, load_eval
 from weakwater.infer.tools import Tool, parse_calls
 

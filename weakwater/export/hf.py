@@ -18,7 +18,7 @@ import torch
 
 from weakwater.model.config import ModelConfig
 from weakwater.model.hf import to_hf_config, to_hf_state_dict
-from weakwater.model.io import atomic_replace_dir, load_model, save_safetensors
+from weakwater.model.io import atomic_replace_dir, fresh_tmp_dir, load_model, save_safetensors
 from weakwater.model.llama import Transformer
 from weakwater.model.lora import load_adapter, merge_lora
 
@@ -136,10 +136,7 @@ def export_hf(
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     model = load_for_export(model_dir, merge_adapter)
     ids = special_ids(read_tokenizer_json(model_dir))
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    tmp = fresh_tmp_dir(out_dir)
     save_safetensors(to_hf_state_dict(model.state_dict(), model.config, DTYPES[dtype]), tmp / "model.safetensors")
     (tmp / "config.json").write_text(json.dumps(hf_config(model.config, ids, dtype), indent=2) + "\n")
     generation = {

@@ -25,6 +25,9 @@ whose Host header is not a loopback name (blocks DNS-rebinding pages from drivin
 bodies must be JSON with a Content-Length under ``max_body_bytes`` (a cross-site form cannot send
 that without a CORS preflight, which is never granted), and ``api_key`` (Bearer) guards /v1/* when
 set. It is not hardened for the open internet: put it behind a TLS proxy with its own limits.
+
+The request and response shapes (schemas, error body, tool-call objects, stream chunks) are in
+:mod:`weakwater.infer.openai_api`; this module holds the app, its checks and the generation flow.
 """
 
 from __future__ import annotations
@@ -40,156 +43,39 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from weakwater.data.chat import ConversationError, to_messages
 from weakwater.infer.generate import Generator, StepEvent, TextStream, end_token_ids
+from weakwater.infer.openai_api import (
+    APIError,
+    ChatRequest,
+    CompletionRequest,
+    NamedToolChoice,
+    SamplingRequest,
+    ToolRun,
+    Usage,
+    guard_stream,
+    sse,
+    tool_call_deltas,
+    tool_call_object,
+)
 from weakwater.infer.reasoning import ReasoningSplitter, prompt_opens_think
 from weakwater.infer.sampling import SamplingParams
 from weakwater.infer.scheduler import Job, QueueFullError, Scheduler
 from weakwater.infer.tools import CALL_OPEN, CallStream, Tool, call_text, parse_call, parse_calls
-from weakwater.tokenizer.tokenizer import TOOL_TOKENS
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
-MAX_STOP_STRINGS = 4
-# Stripped from message text: turn delimiters (a client could forge turns) and the tool tags (calls and
-# results travel in ``tool_calls`` and ``tool`` messages, never as tags inside text).
-CONTROL_TOKENS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>", *TOOL_TOKENS)
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
     "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
-
-
-class APIError(Exception):
-    """An error reported to the client as OpenAI's JSON error body."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        type: str = "invalid_request_error",
-        param: str | None = None,
-        code: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
-
-    def response(self) -> JSONResponse:
-        return JSONResponse(self.body(), status_code=self.status)
-
-
-# ----- request schemas (strict: a string where a number belongs is a 400, not a guess) -----
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore")
-
-
-class TextPart(_Strict):
-    type: Literal["text"]
-    text: str
-
-
-class FunctionCall(_Strict):
-    name: str
-    arguments: str  # a JSON object, as text (OpenAI's wire format)
-
-
-class ToolCallIn(_Strict):
-    id: str | None = None
-    type: Literal["function"] = "function"
-    function: FunctionCall
-
-
-class ChatMessage(_Strict):
-    role: Literal["system", "user", "assistant", "developer", "tool"]
-    content: str | list[TextPart] | None = None
-    reasoning_content: str | None = None
-    tool_calls: list[ToolCallIn] | None = None
-    tool_call_id: str | None = None
-
-    def text(self) -> str:
-        if isinstance(self.content, list):
-            return "".join(p.text for p in self.content)
-        return self.content or ""
-
-
-class StreamOptions(_Strict):
-    include_usage: bool = False
-
-
-class _Sampling(_Strict):
-    model: str | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    top_k: int | None = Field(default=None, ge=0)
-    repetition_penalty: float | None = Field(default=None, gt=0.0, le=10.0)
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    n: int = Field(default=1, ge=1, le=1)
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-
-    def stop_strings(self) -> tuple[str, ...]:
-        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
-        if len(stops) > MAX_STOP_STRINGS:
-            raise APIError(400, f"at most {MAX_STOP_STRINGS} stop sequences are allowed", param="stop")
-        return tuple(s for s in stops if s)
-
-
-class FunctionDef(_Strict):
-    name: str = Field(min_length=1, max_length=64)
-    description: str | None = None
-    parameters: dict[str, Any] | None = None
-    strict: bool | None = None
-
-
-class ToolDef(_Strict):
-    type: Literal["function"]
-    function: FunctionDef
-
-
-class ChosenFunction(_Strict):
-    name: str
-
-
-class NamedToolChoice(_Strict):
-    type: Literal["function"]
-    function: ChosenFunction
-
-
-class ChatRequest(_Sampling):
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    tools: list[ToolDef] | None = None
-    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
-    parallel_tool_calls: bool | None = None
-
-
-class ToolRun(_Strict):
-    name: str
-    arguments: dict[str, Any] | str
-
-
-class CompletionRequest(_Sampling):
-    prompt: str | list[int]
-    echo: bool = False
-    logprobs: int | None = None
-
-
-# ----- the application -----
 
 
 @dataclass
@@ -367,7 +253,7 @@ class _Api:
             )
 
     def params(
-        self, body: _Sampling, prompt_len: int, stop_ids: tuple[int, ...], max_tokens: int | None
+        self, body: SamplingRequest, prompt_len: int, stop_ids: tuple[int, ...], max_tokens: int | None
     ) -> SamplingParams:
         room = self.gen.max_seq_len - prompt_len
         if room < 1:
@@ -430,20 +316,7 @@ class _Api:
         Conversations that involve tools are validated as training data is (``weakwater.data.chat``), so a
         bad one is a 400 naming the field, e.g. ``messages[3].role`` for a tool result with no call before.
         """
-        messages: list[dict[str, Any]] = []
-        for m in body.messages:
-            message: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role}
-            message["content"] = _strip_control(m.text())
-            if m.role == "assistant" and m.reasoning_content:
-                message["reasoning_content"] = m.reasoning_content
-            if m.tool_calls:
-                message["tool_calls"] = [
-                    {**({"id": c.id} if c.id else {}), "type": "function", "function": c.function.model_dump()}
-                    for c in m.tool_calls
-                ]
-            if m.tool_call_id is not None:
-                message["tool_call_id"] = m.tool_call_id
-            messages.append(message)
+        messages = body.conversation()
         tools = [t.model_dump(exclude_none=True) for t in body.tools or []]
         names = [t["function"]["name"] for t in tools]
         if len(set(names)) != len(names):
@@ -491,7 +364,7 @@ class _Api:
         base = {"id": rid, "created": created, "model": self.config.model_name, "system_fingerprint": None}
         text = TextStream(self._decode, params.stop)
         split = ReasoningSplitter(in_think=prompt_opens_think(prompt_text) and not prefix)
-        usage = _Usage(len(prompt))
+        usage = Usage(len(prompt))
         if state is not None:  # for the request's log line
             state.usage = usage
         one_call = body.parallel_tool_calls is False
@@ -511,13 +384,6 @@ class _Api:
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
-            async def sse() -> AsyncIterator[str]:
-                try:
-                    async for line in chat_sse():
-                        yield line
-                finally:  # the client went away or the stream ended: free the slot now
-                    job.cancelled.set()
-
             calls_in = CallStream() if tool_names is not None else None
             n_calls = 0
 
@@ -533,10 +399,7 @@ class _Api:
                         piece = call_text(piece) if kind == "call" else piece
                         out += [{"content": piece}] if piece else []
                     elif not (one_call and n_calls):
-                        head = {"index": n_calls, "id": _call_id(), "type": "function"}
-                        out.append({"tool_calls": [{**head, "function": {"name": call.name, "arguments": ""}}]})
-                        arguments = json.dumps(call.arguments, ensure_ascii=False)
-                        out.append({"tool_calls": [{"index": n_calls, "function": {"arguments": arguments}}]})
+                        out += tool_call_deltas(n_calls, call)
                         n_calls += 1
                 return out
 
@@ -548,12 +411,12 @@ class _Api:
 
                 def event(delta: dict[str, Any], finish: str | None = None) -> str:
                     choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-                    return _sse({**chunk, "choices": [choice]})
+                    return sse({**chunk, "choices": [choice]})
 
                 yield event({"role": "assistant", "content": ""})
-                async for item in _guard_stream(deltas()):
+                async for item in guard_stream(deltas()):
                     if isinstance(item, dict):  # an error raised mid-stream
-                        yield _sse(item)
+                        yield sse(item)
                         break
                     r, c, finish = item
                     if r:
@@ -563,10 +426,10 @@ class _Api:
                     if finish:
                         yield event({}, "tool_calls" if n_calls else finish)
                         if include_usage:
-                            yield _sse({**chunk, "choices": [], "usage": usage.dict()})
+                            yield sse({**chunk, "choices": [], "usage": usage.dict()})
                 yield "data: [DONE]\n\n"
 
-            return _stream_response(sse())
+            return _stream_response(job, chat_sse())
 
         reasoning, content, finish = [], [prefix], "stop"
         async for r, c, f in deltas():
@@ -583,14 +446,7 @@ class _Api:
             calls = parsed.calls[:1] if one_call else parsed.calls
             if calls:
                 message["content"] = parsed.content or None
-                message["tool_calls"] = [
-                    {
-                        "id": _call_id(),
-                        "type": "function",
-                        "function": {"name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)},
-                    }
-                    for c in calls
-                ]
+                message["tool_calls"] = [tool_call_object(c) for c in calls]
                 finish = "tool_calls"
         choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
         return JSONResponse({**base, "object": "chat.completion", "choices": [choice], "usage": usage.dict()})
@@ -630,7 +486,7 @@ class _Api:
         rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
         base = {"id": rid, "object": "text_completion", "created": created, "model": self.config.model_name}
         text = TextStream(self._decode, params.stop)
-        usage = _Usage(len(prompt))
+        usage = Usage(len(prompt))
         if state is not None:  # for the request's log line
             state.usage = usage
 
@@ -648,26 +504,19 @@ class _Api:
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
-            async def sse() -> AsyncIterator[str]:
-                try:
-                    async for line in completion_sse():
-                        yield line
-                finally:  # the client went away or the stream ended: free the slot now
-                    job.cancelled.set()
-
             async def completion_sse() -> AsyncIterator[str]:
-                async for item in _guard_stream(deltas()):
+                async for item in guard_stream(deltas()):
                     if isinstance(item, dict):
-                        yield _sse(item)
+                        yield sse(item)
                         break
                     delta, finish = item
                     choice = {"index": 0, "text": delta, "logprobs": None, "finish_reason": finish}
-                    yield _sse({**base, "choices": [choice]})
+                    yield sse({**base, "choices": [choice]})
                     if finish and include_usage:
-                        yield _sse({**base, "choices": [], "usage": usage.dict()})
+                        yield sse({**base, "choices": [], "usage": usage.dict()})
                 yield "data: [DONE]\n\n"
 
-            return _stream_response(sse())
+            return _stream_response(job, completion_sse())
 
         parts, finish = [], "stop"
         async for delta, f in deltas():
@@ -680,49 +529,18 @@ class _Api:
         return self.tok.decode(ids, skip_special_tokens=False)
 
 
-@dataclass
-class _Usage:
-    prompt: int
-    completion: int = 0
+def _stream_response(job: Job, lines: AsyncIterator[str]) -> StreamingResponse:
+    """An SSE response that frees the job's slot as soon as the stream ends or the client goes away."""
 
-    def dict(self) -> dict[str, int]:
-        return {
-            "prompt_tokens": self.prompt,
-            "completion_tokens": self.completion,
-            "total_tokens": self.prompt + self.completion,
-        }
+    async def body() -> AsyncIterator[str]:
+        try:
+            async for line in lines:
+                yield line
+        finally:
+            job.cancelled.set()
 
-
-async def _guard_stream(items: AsyncIterator[tuple]) -> AsyncIterator[tuple | dict[str, Any]]:
-    """Pass items through; an APIError mid-stream becomes one error-body item, because the
-    200 status line has already been sent."""
-    try:
-        async for item in items:
-            yield item
-    except APIError as e:
-        yield e.body()
-
-
-def _strip_control(text: str) -> str:
-    """Remove turn-delimiting special tokens from message text. The tokenizer turns them into
-    control ids wherever they appear, so a client could otherwise forge extra turns (e.g. a fake
-    system message) inside its own message."""
-    for token in CONTROL_TOKENS:
-        text = text.replace(token, "")
-    return text
-
-
-def _call_id() -> str:
-    return f"call_{uuid.uuid4().hex[:24]}"
-
-
-def _sse(obj: dict[str, Any]) -> str:
-    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
-
-
-def _stream_response(body: AsyncIterator[str]) -> StreamingResponse:
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(body, media_type="text/event-stream", headers=headers)
+    return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
 
 
 @contextlib.contextmanager

@@ -65,6 +65,16 @@ def current_umask() -> int:
     return mask
 
 
+def fresh_tmp_dir(final: Path) -> Path:
+    """An empty temporary sibling of ``final`` to write into (what a crashed earlier write left is removed);
+    :func:`atomic_replace_dir` then moves it into place."""
+    tmp = final.with_name(final.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
 def atomic_replace_dir(tmp: Path, final: Path) -> None:
     """Move a fully written ``tmp`` directory to ``final``, replacing any previous one."""
     old = final.with_name(final.name + ".old")
@@ -85,10 +95,7 @@ def save_model(
 ) -> Path:
     """Write ``model`` (and the tokenizer files found in ``tokenizer_dir``) to ``out_dir``."""
     out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    tmp = fresh_tmp_dir(out_dir)
     weights = tmp / WEIGHTS_FILE
     save_safetensors(weights_state_dict(model), weights)
     meta = {
@@ -114,15 +121,22 @@ def copy_tokenizer_files(src: Path, dst: Path) -> None:
         shutil.copyfile(src / name, dst / name)
 
 
+def read_json(directory: str | Path, name: str, what: str) -> dict[str, Any]:
+    """The JSON in ``directory/name``: a ``FileNotFoundError`` saying ``directory`` is not ``what`` when the
+    file is missing, a ``ValueError`` naming the file when it is not valid JSON."""
+    path = Path(directory) / name
+    if not path.exists():
+        raise FileNotFoundError(f"{directory}: not {what} (no {name})")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: invalid JSON ({e})") from e
+
+
 def read_model_config(model_dir: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
     """The model shape and the whole metadata dict of a saved model directory (ours or an HF one)."""
     path = Path(model_dir) / CONFIG_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"{model_dir}: not a model directory (no {CONFIG_FILE})")
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: invalid JSON ({e})") from e
+    meta = read_json(model_dir, CONFIG_FILE, "a model directory")
     if is_hf_config(meta):
         from weakwater.model.hf import from_hf_config
 

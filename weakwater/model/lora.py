@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from weakwater.model.io import save_safetensors
+from weakwater.model.io import read_json, save_safetensors
 
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 ADAPTER_CONFIG = "adapter_config.json"
@@ -206,12 +206,7 @@ def save_adapter(model: nn.Module, out_dir: str | Path, base_model_name_or_path:
 
 def read_adapter_config(adapter_dir: str | Path) -> dict[str, Any]:
     path = Path(adapter_dir) / ADAPTER_CONFIG
-    if not path.exists():
-        raise FileNotFoundError(f"{adapter_dir}: not a LoRA adapter directory (no {ADAPTER_CONFIG})")
-    try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: invalid JSON ({e})") from e
+    config = read_json(adapter_dir, ADAPTER_CONFIG, "a LoRA adapter directory")
     if config.get("peft_type") != "LORA":
         raise ValueError(f"{path}: peft_type is {config.get('peft_type')!r}, only 'LORA' is supported")
     for key in ("r", "lora_alpha", "target_modules"):

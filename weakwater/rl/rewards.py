@@ -13,7 +13,7 @@ unchanged: ``fn(prompts, completions, **kwargs) -> list[float | None]``, with
 that reward's logged mean. Built-ins:
 
 - ``math``: 1 if the final answer (``<answer>``, ``\\boxed{}``, ``####`` or the last number) equals the gold
-  answer as a number (:mod:`weakwater.eval.answers`, the same checker evaluation uses), else 0;
+  answer as a number (:mod:`weakwater.answers`, the same checker evaluation uses), else 0;
 - ``format``: 1 for a well-formed ``<think>...</think><answer>...</answer>`` reply, else 0;
 - ``length``: 0 up to ``limit`` tokens, then falling linearly to -1 at twice the limit (a soft overlong
   penalty in the spirit of DAPO's);
@@ -41,7 +41,7 @@ BUILTIN_REWARDS = ("math", "format", "length", "repetition")
 
 
 def math_reward(prompts: Sequence[str], completions: Sequence[str], answer: Sequence[str | None], **_: Any) -> list:
-    from weakwater.eval.answers import is_correct
+    from weakwater.answers import is_correct
 
     return [
         None if gold is None else float(is_correct(text, gold)) for text, gold in zip(completions, answer, strict=True)
@@ -49,7 +49,7 @@ def math_reward(prompts: Sequence[str], completions: Sequence[str], answer: Sequ
 
 
 def format_reward(prompts: Sequence[str], completions: Sequence[str], **_: Any) -> list:
-    from weakwater.eval.answers import is_well_formed
+    from weakwater.answers import is_well_formed
 
     return [1.0 if is_well_formed(text) else 0.0 for text in completions]
 

@@ -1,4 +1,5 @@
-"""``weakwater tokenizer train|stats``: train a byte-level BPE tokenizer and measure its compression."""
+"""``weakwater tokenizer train|stats``: train a byte-level BPE tokenizer on JSONL text and measure its compression
+(this command joins the data reader, :mod:`weakwater.data.text`, to the tokenizer trainer)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import argparse
 import json
 import time
 
+from weakwater.data.text import iter_texts
+from weakwater.jsonl import SkipCounter
 from weakwater.tokenizer.tokenizer import load_tokenizer
 from weakwater.tokenizer.train import DEFAULT_MAX_BYTES, tokenizer_stats, train_tokenizer
 
@@ -52,27 +55,25 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     start = time.perf_counter()
-    summary = train_tokenizer(
-        args.data,
-        args.out,
-        vocab_size=args.vocab_size,
-        max_bytes=args.max_bytes or None,
-        text_field=args.text_field,
-        seed=args.seed,
-        heldout_frac=args.heldout_frac,
+    skipped = SkipCounter()
+    texts = iter_texts(
+        args.data, args.text_field, args.max_bytes or None, args.seed, args.heldout_frac, skipped=skipped
     )
+    summary = train_tokenizer(texts, args.out, vocab_size=args.vocab_size, skipped=skipped)
     summary["seconds"] = round(time.perf_counter() - start, 2)
     print(json.dumps(summary, ensure_ascii=False, indent=2))
     return 0
 
 
 def run_stats(args: argparse.Namespace) -> int:
-    stats = tokenizer_stats(
-        load_tokenizer(args.tokenizer),
+    tokenizer = load_tokenizer(args.tokenizer)
+    texts = iter_texts(
         args.data,
-        text_field=args.text_field,
+        args.text_field,
+        args.max_bytes or None,
         heldout_frac=args.heldout_frac,
-        max_bytes=args.max_bytes or None,
+        heldout=args.heldout_frac > 0,
     )
+    stats = tokenizer_stats(tokenizer, texts)
     print(json.dumps(stats, ensure_ascii=False, indent=2))
     return 0

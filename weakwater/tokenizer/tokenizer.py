@@ -157,6 +157,13 @@ class Tokenizer:
     def __repr__(self) -> str:
         return f"Tokenizer(dir={str(self.dir)!r}, vocab_size={self.vocab_size})"
 
+    def fingerprint(self) -> str:
+        """sha256 of what decides a conversation's tokens: the tokenizer model and the chat template."""
+        import hashlib
+
+        text = self._tok.to_str() + "\0" + (self.chat_template or "")
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
     def __len__(self) -> int:
         return self.vocab_size
 

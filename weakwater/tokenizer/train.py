@@ -1,79 +1,30 @@
-"""Train a byte-level BPE tokenizer from JSONL, in bounded memory, and measure its compression.
+"""Train a byte-level BPE tokenizer on texts, in bounded memory, and measure its compression.
+
+The texts come from the caller (``weakwater tokenizer train`` reads them from JSONL of any accepted format
+with :func:`weakwater.data.text.iter_texts`), so this package reads no data files.
 
 Memory: the Rust trainer keeps every distinct pre-token of its input in a hash map, and Chinese text has
 few spaces, so pre-tokens are long and nearly all distinct: RAM grows like tens of bytes per input byte
-(the seed project needed 89 GB). We therefore feed it a uniform random sample of lines of at most
-``max_bytes`` of text, drawn in one streaming pass without holding the corpus.
+(the seed project needed 89 GB). The command therefore feeds it a uniform random sample of lines of at
+most ``DEFAULT_MAX_BYTES`` of text, drawn in one streaming pass without holding the corpus.
 """
 
 from __future__ import annotations
 
 import json
-import random
 import sys
-import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from tokenizers import Tokenizer as _HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from weakwater.data.chat import record_text
-from weakwater.data.jsonl import DataError, SkipCounter, iter_raw_lines, parse_line
+from weakwater.jsonl import DataError, SkipCounter
 from weakwater.tokenizer.pretokenize import pre_tokenizer
 from weakwater.tokenizer.tokenizer import CHAT_TEMPLATE, SPECIAL_TOKENS, TOOL_TOKENS, Tokenizer
 
 DEFAULT_MAX_BYTES = 32 * 1024 * 1024
-_SCALE = 1_000_000
-
-
-def is_heldout(line_no: int, frac: float) -> bool:
-    """Deterministic line-level split shared by ``train --heldout-frac`` and ``stats --heldout-frac``."""
-    return frac > 0 and zlib.crc32(f"line:{line_no}".encode()) % _SCALE < frac * _SCALE
-
-
-def iter_texts(
-    paths: Sequence[str | Path],
-    text_field: str = "text",
-    max_bytes: int | None = None,
-    seed: int = 0,
-    heldout_frac: float = 0.0,
-    heldout: bool = False,
-    skipped: SkipCounter | None = None,
-) -> Iterator[str]:
-    """Stream texts from JSONL files (plain ``text_field`` rows or chat rows).
-
-    max_bytes: keep each line with probability ``max_bytes / total file bytes`` (decided before parsing, so
-      skipped lines cost only the read) and stop once ``max_bytes`` of text were yielded.
-    heldout_frac/heldout: yield only the training lines (``heldout=False``) or only the held-out ones.
-    """
-    paths = [Path(p) for p in paths]
-    for p in paths:
-        if not p.is_file():
-            raise FileNotFoundError(f"data file not found: {p}")
-    total = sum(p.stat().st_size for p in paths)
-    keep = 1.0 if not max_bytes or total <= max_bytes else max_bytes / total
-    rng = random.Random(seed)
-    emitted = 0
-    for path in paths:
-        for line_no, raw in iter_raw_lines(path):
-            if keep < 1.0 and rng.random() >= keep:
-                continue
-            if is_heldout(line_no, heldout_frac) != heldout:
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                text = record_text(parse_line(raw, where), text_field, where)
-            except DataError as e:
-                if skipped is not None:
-                    skipped.add(e.reason, where, message=e.message)
-                continue
-            if text:
-                yield text
-                emitted += len(text.encode("utf-8"))
-                if max_bytes and emitted >= max_bytes:
-                    return
 
 
 def tokenizer_config(model_max_length: int = 32768, tool_ids: dict[str, int] | None = None) -> dict[str, Any]:
@@ -106,19 +57,17 @@ def tokenizer_config(model_max_length: int = 32768, tool_ids: dict[str, int] | N
 
 
 def train_tokenizer(
-    data: Sequence[str | Path],
+    texts: Iterable[str],
     out: str | Path,
     vocab_size: int = 6400,
-    max_bytes: int | None = DEFAULT_MAX_BYTES,
-    text_field: str = "text",
-    seed: int = 0,
-    heldout_frac: float = 0.0,
     min_frequency: int = 2,
+    skipped: SkipCounter | None = None,
 ) -> dict[str, Any]:
-    """Train byte-level BPE on (a sample of) ``data`` and write ``tokenizer.json`` + ``tokenizer_config.json``.
+    """Train byte-level BPE on ``texts`` and write ``tokenizer.json`` + ``tokenizer_config.json``.
 
     Special tokens get ids 0..6 in ``SPECIAL_TOKENS`` order, the tool tags (``TOOL_TOKENS``) the last 4 ids;
-    all are always single tokens. Returns a summary.
+    all are always single tokens. ``skipped``: the counter the texts' reader fills (reported in the summary
+    and in the error when no text came). Returns a summary.
     """
     reserved = len(SPECIAL_TOKENS) + len(TOOL_TOKENS)
     if vocab_size < reserved + 256:
@@ -133,18 +82,18 @@ def train_tokenizer(
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=sys.stderr.isatty(),  # the Rust trainer's own bar: terminals only, never into a log
     )
-    skipped = SkipCounter()
+    skipped = skipped or SkipCounter()
     stats = {"docs": 0, "bytes": 0}
 
     def counted() -> Iterator[str]:
-        for text in iter_texts(data, text_field, max_bytes, seed, heldout_frac, heldout=False, skipped=skipped):
+        for text in texts:
             stats["docs"] += 1
             stats["bytes"] += len(text.encode("utf-8"))
             yield text
 
     tok.train_from_iterator(counted(), trainer=trainer)
     if stats["docs"] == 0:
-        raise DataError(f"no usable text in {', '.join(map(str, data))}; {skipped.summary()}", "no_data")
+        raise DataError(f"no usable text to train on; {skipped.summary()}", "no_data")
     for i, special in enumerate(SPECIAL_TOKENS):
         if tok.token_to_id(special) != i:
             raise RuntimeError(f"special token {special} got id {tok.token_to_id(special)}, expected {i}")
@@ -165,15 +114,8 @@ def train_tokenizer(
     }
 
 
-def tokenizer_stats(
-    tokenizer: Tokenizer,
-    data: Sequence[str | Path],
-    text_field: str = "text",
-    heldout_frac: float = 0.0,
-    max_bytes: int | None = None,
-    batch: int = 256,
-) -> dict[str, Any]:
-    """Compression on ``data`` (only the held-out lines when ``heldout_frac`` > 0): chars and bytes per token."""
+def tokenizer_stats(tokenizer: Tokenizer, texts: Iterable[str], batch: int = 256) -> dict[str, Any]:
+    """Compression on ``texts``: chars and bytes per token."""
     docs = chars = nbytes = tokens = 0
     pending: list[str] = []
 
@@ -182,7 +124,7 @@ def tokenizer_stats(
         tokens += sum(len(ids) for ids in tokenizer.encode_batch(pending))
         pending.clear()
 
-    for text in iter_texts(data, text_field, max_bytes, heldout_frac=heldout_frac, heldout=heldout_frac > 0):
+    for text in texts:
         docs += 1
         chars += len(text)
         nbytes += len(text.encode("utf-8"))
@@ -191,7 +133,7 @@ def tokenizer_stats(
             flush()
     flush()
     if tokens == 0:
-        raise DataError(f"no usable text in {', '.join(map(str, data))}", "no_data")
+        raise DataError("no usable text to measure", "no_data")
     tags = SPECIAL_TOKENS + TOOL_TOKENS
     return {
         "tokenizer": str(tokenizer.dir),

@@ -1,4 +1,5 @@
-"""torchrun integration on PyTorch's own stack: process group, ranks, collectives, clean exit."""
+"""torchrun integration on PyTorch's own stack: process group, ranks, collectives, model wrapping (DDP/FSDP2),
+clean exit."""
 
 from __future__ import annotations
 
@@ -63,6 +64,46 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     if dist.is_initialized():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def all_reduce_sums(
+    totals: torch.Tensor, metrics: dict[str, torch.Tensor], n: int
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Sum ``[loss, count]`` and the metric sums over ranks in one collective; plain metrics divided by
+    ``n`` (micro-batches x ranks), ``(sum, count)`` metrics by their summed count."""
+    keys = sorted(metrics)
+    packed = torch.cat([totals, *[metrics[k].reshape(-1) for k in keys]])
+    all_reduce_sum(packed)
+    out, at = {}, 2
+    for k in keys:
+        if metrics[k].numel() == 2:
+            out[k] = packed[at] / packed[at + 1].clamp(min=1e-12)
+        else:
+            out[k] = packed[at] / n
+        at += metrics[k].numel()
+    return packed[:2], out
+
+
+def wrap_model(
+    model: torch.nn.Module, info: DistInfo, device: torch.device, fsdp: bool, compile: bool
+) -> torch.nn.Module:
+    """FSDP2 (in place: every block, then the whole) or DDP around ``model``, then optional torch.compile;
+    returns what the forward pass calls (``model`` itself stays the unwrapped module that is saved)."""
+    wrapped = model
+    if fsdp:
+        from torch.distributed.fsdp import fully_shard
+
+        for block in model.layers:
+            fully_shard(block)
+        fully_shard(model)
+    elif info.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        wrapped = DistributedDataParallel(model, device_ids=ids)
+    if compile:
+        wrapped = torch.compile(wrapped)
+    return wrapped
 
 
 def broadcast_object(obj: object) -> object:

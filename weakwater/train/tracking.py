@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from weakwater.train.config import ConfigError
+
 
 class MetricsLog:
     """Append-only JSON lines, one record per log/eval/event, flushed at once (survives kills)."""
@@ -91,6 +93,14 @@ class Tracker:
         else:
             self._run.finish()
         self._run = None
+
+
+def open_tracker(kind: str, out: Path, config: dict[str, Any]) -> Tracker:
+    """``Tracker(kind, ...)`` for the run in ``out``, or a clear error naming the package it needs."""
+    try:
+        return Tracker(kind, out, out.name, config)
+    except ImportError as e:
+        raise ConfigError(f"--tracker {kind}: {e.name} is not installed (pip install 'weakwater[tracking]')") from e
 
 
 def plot_curves(records: list[dict[str, Any]], png: Path, title: str) -> Path | None:

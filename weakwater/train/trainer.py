@@ -57,7 +57,7 @@ from weakwater.train.stage import (
     sampling_generator,
     stage_state,
 )
-from weakwater.train.tracking import MetricsLog, Tracker, plot_curves
+from weakwater.train.tracking import MetricsLog, Tracker, open_tracker, plot_curves
 
 
 def _add_metrics(acc: dict[str, torch.Tensor], metrics: dict[str, Any], device: torch.device) -> None:
@@ -75,24 +75,6 @@ def _add_metrics(acc: dict[str, torch.Tensor], metrics: dict[str, Any], device: 
         else:
             value = torch.tensor(float(value), device=device)
         acc[key] = acc[key] + value if key in acc else value
-
-
-def _reduce(
-    totals: torch.Tensor, metrics: dict[str, torch.Tensor], n: int
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Sum ``[loss, count]`` and the metric sums over ranks in one collective; plain metrics divided by
-    ``n`` (micro-batches x ranks), ``(sum, count)`` metrics by their summed count."""
-    keys = sorted(metrics)
-    packed = torch.cat([totals, *[metrics[k].reshape(-1) for k in keys]])
-    wwdist.all_reduce_sum(packed)
-    out, at = {}, 2
-    for k in keys:
-        if metrics[k].numel() == 2:
-            out[k] = packed[at] / packed[at + 1].clamp(min=1e-12)
-        else:
-            out[k] = packed[at] / n
-        at += metrics[k].numel()
-    return packed[:2], out
 
 
 @dataclass
@@ -162,7 +144,7 @@ class Trainer:
             )
         self.model.to(self.device)
         torch.manual_seed(cfg.seed + self.dist.rank)  # dropout streams differ per rank
-        self.forward_model = self._wrap_model()
+        self.forward_model = wwdist.wrap_model(self.model, self.dist, self.device, cfg.fsdp, cfg.compile)
         self.optimizer = build.build_optimizer(self.model, cfg, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.dtype == torch.float16 else None
         self.ctx = StageContext(
@@ -193,24 +175,6 @@ class Trainer:
         self.metrics = MetricsLog(self.out / "metrics.jsonl")
 
     # ------------------------------------------------------------------ setup
-    def _wrap_model(self) -> torch.nn.Module:
-        """FSDP2 (in place) or DDP around the model, then optional torch.compile; returns what to call."""
-        model: torch.nn.Module = self.model
-        if self.cfg.fsdp:
-            from torch.distributed.fsdp import fully_shard
-
-            for block in self.model.layers:
-                fully_shard(block)
-            fully_shard(self.model)
-        elif self.dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            model = DistributedDataParallel(self.model, device_ids=ids)
-        if self.cfg.compile:
-            model = torch.compile(model)
-        return model
-
     # ------------------------------------------------------------------ schedule
     def lr_at(self, step: int) -> float:
         """The schedule's learning rate at ``step`` (see :mod:`weakwater.train.optim`), times the rollback scale."""
@@ -245,7 +209,7 @@ class Trainer:
                 save_resolved(cfg, self.out / "config.json")
             resumed_from = checkpoint.resume(self) if cfg.resume else None
             call_setup(self.stage, self.ctx)
-            tracker = self._open_tracker()
+            tracker = open_tracker(self.cfg.tracker if self.is_main else "none", self.out, to_dict(self.cfg))
             old_handlers = self._install_signal_handlers()
             bar = self._progress_bar()
             if self.is_main:
@@ -330,7 +294,7 @@ class Trainer:
             totals += torch.stack([loss.detach().float(), count.detach().float()])
             _add_metrics(metrics, extra, self.device)
         # One collective for loss, count and the stage metrics (averaged over micro-batches and ranks).
-        totals, extras = _reduce(totals, metrics, cfg.grad_accum * self.dist.world_size)
+        totals, extras = wwdist.all_reduce_sums(totals, metrics, cfg.grad_accum * self.dist.world_size)
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         # DDP/FSDP average gradients over ranks; turn that into "sum over everything / global count".
@@ -446,7 +410,7 @@ class Trainer:
                 totals += torch.stack([loss.float(), count.float()])
                 _add_metrics(metrics, extra, self.device)
             self.model.train()
-            totals, means = _reduce(totals, metrics, batches * self.dist.world_size)
+            totals, means = wwdist.all_reduce_sums(totals, metrics, batches * self.dist.world_size)
             keys = sorted(means)
             values = torch.stack([totals[0] / totals[1].clamp(min=1), *[means[k] for k in keys]]).tolist()
             results["val_loss"] = values[0]
@@ -546,7 +510,7 @@ class Trainer:
         console.say(message)
         self.metrics.write({"step": self.step, "event": "warning", "message": message})
 
-    # ------------------------------------------------------------------ signals, progress, trackers
+    # ------------------------------------------------------------------ signals, progress
     def _install_signal_handlers(self) -> dict[int, Any]:
         """SIGINT/SIGTERM finish the current step, write a checkpoint and return (a second signal kills)."""
         import threading
@@ -585,10 +549,3 @@ class Trainer:
         if not self.is_main:
             return None
         return console.Progress(self.total_steps, self.stage.name, unit="steps", initial=self.step)
-
-    def _open_tracker(self) -> Tracker:
-        kind = self.cfg.tracker if self.is_main else "none"
-        try:
-            return Tracker(kind, self.out, self.out.name, to_dict(self.cfg))
-        except ImportError as e:
-            raise ConfigError(f"--tracker {kind}: {e.name} is not installed (pip install 'weakwater[tracking]')") from e

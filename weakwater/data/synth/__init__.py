@@ -30,7 +30,7 @@ Files (JSONL, UTF-8, one object per line):
   think/answer tags) or ``repetition`` (a think block that loops).
 - ``dpo_eval.jsonl``: pairs built the same way on held-out prompts, for held-out preference accuracy.
 - ``lora_domain.jsonl`` (SFT format): Ossira creature descriptions (all four facts) and Q&A on three of them.
-- Eval files, rows ``{"messages": [user], "answer", "task", "lang"}``, scored by ``weakwater.eval.answers.is_correct``
+- Eval files, rows ``{"messages": [user], "answer", "task", "lang"}``, scored by ``weakwater.answers.is_correct``
   (numbers compared as numbers, strings normalised; a reply may continue after the answer):
   ``eval_facts.jsonl`` (task ``facts``): every attribute of every held-out person/product, both languages;
   ``eval_arith.jsonl`` (``arith``): two-digit additions; ``eval_reasoning.jsonl`` (``reasoning``): three-digit

@@ -34,7 +34,10 @@ from weakwater.train.stages.sft import SFTConfig, SFTStage
 class DistillConfig(SFTConfig):
     data: str = field(
         default="",
-        metadata={"help": "R1-format chat JSONL: assistant turns <think>...</think><answer>...</answer>"},
+        metadata={
+            "help": "R1-format chat JSONL (assistant turns <think>...</think><answer>...</answer>) or its "
+            "`weakwater prepare --chat sft` directory"
+        },
     )
     out: str = field(default="runs/distill", metadata={"help": "run directory (checkpoints, metrics, final model)"})
     tag_weight: float = field(

@@ -45,12 +45,16 @@ REF_FILE = "ref_logps.pt"
 @dataclass
 class DPOConfig(ChatConfig):
     data: str = field(
-        default="", metadata={"help": 'preference pairs JSONL: {"chosen": [...], "rejected": [...]} per line'}
+        default="",
+        metadata={
+            "help": 'preference pairs JSONL: {"chosen": [...], "rejected": [...]} per line, or a directory made by '
+            "`weakwater prepare --chat dpo` (pre-tokenised)"
+        },
     )
     out: str = field(default="runs/dpo", metadata={"help": "run directory (checkpoints, metrics, final model)"})
     lr: float = field(default=5e-6, metadata={"help": "peak learning rate (DPO wants a small one)"})
     batch_size: int = field(default=8, metadata={"help": "preference pairs per micro-batch per device"})
-    val_data: str | None = field(default=None, metadata={"help": "validation pairs (JSONL)"})
+    val_data: str | None = field(default=None, metadata={"help": "validation pairs (JSONL or prepare --chat dpo dir)"})
     loss_type: str = field(default="sigmoid", metadata={"help": "sigmoid (DPO), ipo or simpo (reference-free)"})
     beta: float = field(default=0.1, metadata={"help": "DPO/IPO/SimPO temperature beta"})
     simpo_gamma: float = field(default=0.5, metadata={"help": "SimPO target reward margin gamma"})

@@ -15,14 +15,11 @@ from typing import Any
 import torch
 
 from weakwater.data.packing import model_inputs
-from weakwater.infer.sampling import SamplingParams
 from weakwater.model.loglik import per_sample_sum, sequence_logprobs
-from weakwater.rl.rewards import score
-from weakwater.rl.rollout import sample_completions, sample_seed
 from weakwater.train.config import ConfigError
 from weakwater.train.losses import preference_loss
 from weakwater.train.stages.dpo import preference_problems
-from weakwater.train.stages.rl import RLConfig, RLStage, last_user_text
+from weakwater.train.stages.rl import RLConfig, RLStage
 
 
 @dataclass
@@ -58,26 +55,8 @@ class OnlineDPOStage(RLStage):
 
     @torch.no_grad()
     def _generate(self, ctx: Any, batch: dict[str, Any], rollout_no: int) -> dict[str, Any]:
-        cfg, tok, G = self.cfg, self.tokenizer, self.cfg.group_size
-        indices = batch["index"].tolist()
-        seeds = [sample_seed(cfg.seed, rollout_no, i, j) for i in indices for j in range(G)]
-        params = SamplingParams(
-            max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k
-        )
-        done = sample_completions(
-            ctx.model, batch["prompt_ids"], seeds, params, tok.im_end_id, G, cfg.rollout_rows, cfg.fast_rollout
-        )
-        texts = [tok.decode(ids[:-1] if fin else ids) for ids, fin in zip(done.completion_ids, done.finished)]
-        messages = [m for m in batch["messages"] for _ in range(G)]
-        total, parts = score(
-            self.rewards,
-            [last_user_text(m) for m in messages],
-            texts,
-            answer=[a for a in batch["answers"] for _ in range(G)],
-            messages=messages,
-            completion_ids=done.completion_ids,
-            finished=done.finished,
-        )
+        G = self.cfg.group_size
+        done, total, parts = self._sample_and_score(ctx.model, batch, rollout_no)
         grouped = total.view(-1, G)
         # First best and first worst of each group (ties: the earliest sample, so the choice is deterministic).
         best, worst = grouped.argmax(dim=1), grouped.argmin(dim=1)
@@ -93,12 +72,8 @@ class OnlineDPOStage(RLStage):
             tokens, seg = self._reference_logps(packed), packed.get("segment_ids")
             ref = tokens.sum(-1) if seg is None else per_sample_sum(tokens, seg, len(rows))
             out["ref_chosen"], out["ref_rejected"] = ref[: len(pairs)], ref[len(pairs) :]
-        metrics = {f"reward_{k}": v.nanmean() for k, v in parts.items() if not v.isnan().all()}
-        metrics["reward"] = total.mean()
-        if "math" in parts and not parts["math"].isnan().all():
-            metrics["accuracy"] = parts["math"].nanmean()
-        metrics["completion_len"] = torch.tensor([len(c) for c in done.completion_ids], dtype=torch.float64).mean()
-        metrics["pair_share"] = torch.tensor(0.0 if empty else len(pairs) / len(indices), dtype=torch.float64)
+        metrics = self._reward_metrics(done, total, parts)
+        metrics["pair_share"] = torch.tensor(0.0 if empty else len(pairs) / len(batch["index"]), dtype=torch.float64)
         out["metrics"] = {k: v.float().to(ctx.device) for k, v in metrics.items()}
         return out
 

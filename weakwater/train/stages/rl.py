@@ -220,11 +220,13 @@ class RLStage:
         return out
 
     @torch.no_grad()
-    def _generate(self, ctx: Any, batch: dict[str, Any], rollout_no: int) -> dict[str, Any]:
+    def _sample_and_score(
+        self, model: torch.nn.Module, batch: dict[str, Any], rollout_no: int
+    ) -> tuple[Completions, torch.Tensor, dict[str, torch.Tensor]]:
+        """G completions of every prompt in ``batch`` from the live weights, and their rewards: the weighted
+        total per completion and each reward's values (what :func:`weakwater.rl.rewards.score` returns)."""
         cfg, tok, G = self.cfg, self.tokenizer, self.cfg.group_size
-        model, device = ctx.model, ctx.device
-        indices = batch["index"].tolist()
-        seeds = [sample_seed(cfg.seed, rollout_no, i, j) for i in indices for j in range(G)]
+        seeds = [sample_seed(cfg.seed, rollout_no, i, j) for i in batch["index"].tolist() for j in range(G)]
         params = SamplingParams(
             max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k
         )
@@ -233,16 +235,34 @@ class RLStage:
         )
         texts = [tok.decode(ids[:-1] if fin else ids) for ids, fin in zip(done.completion_ids, done.finished)]
         messages = [m for m in batch["messages"] for _ in range(G)]
-        answers = [a for a in batch["answers"] for _ in range(G)]
         total, parts = score(
             self.rewards,
             [last_user_text(m) for m in messages],
             texts,
-            answer=answers,
+            answer=[a for a in batch["answers"] for _ in range(G)],
             messages=messages,
             completion_ids=done.completion_ids,
             finished=done.finished,
         )
+        return done, total, parts
+
+    @staticmethod
+    def _reward_metrics(
+        done: Completions, total: torch.Tensor, parts: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """Mean reward, each reward's mean, accuracy (when ``math`` is scored) and completion length."""
+        metrics = {f"reward_{name}": values.nanmean() for name, values in parts.items() if not values.isnan().all()}
+        metrics["reward"] = total.mean()
+        if "math" in parts and not parts["math"].isnan().all():
+            metrics["accuracy"] = parts["math"].nanmean()
+        metrics["completion_len"] = torch.tensor([len(c) for c in done.completion_ids], dtype=torch.float64).mean()
+        return metrics
+
+    @torch.no_grad()
+    def _generate(self, ctx: Any, batch: dict[str, Any], rollout_no: int) -> dict[str, Any]:
+        cfg, G = self.cfg, self.cfg.group_size
+        model, device = ctx.model, ctx.device
+        done, total, parts = self._sample_and_score(model, batch, rollout_no)
         advantages = group_advantages(total, G, cfg.scale_rewards)
         flat = equal_groups(total, G)
         keep = ~flat if cfg.drop_equal_groups else torch.ones_like(flat)
@@ -258,12 +278,7 @@ class RLStage:
             ).float()
         if self.ref_model is not None or self.lora_model is not None:
             out["ref_logp"] = self._reference_logps(packed).float()
-        lengths = torch.tensor([len(c) for c in done.completion_ids], dtype=torch.float64)
-        metrics = {f"reward_{name}": values.nanmean() for name, values in parts.items() if not values.isnan().all()}
-        metrics["reward"] = total.mean()
-        if "math" in parts and not parts["math"].isnan().all():
-            metrics["accuracy"] = parts["math"].nanmean()
-        metrics["completion_len"] = lengths.mean()
+        metrics = self._reward_metrics(done, total, parts)
         metrics["finished"] = torch.tensor(done.finished, dtype=torch.float64).mean()
         metrics["zero_adv_groups"] = flat.double().mean()
         out["metrics"] = {k: v.float().to(device) for k, v in metrics.items()}

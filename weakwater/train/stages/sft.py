@@ -27,12 +27,17 @@ CHAT_FORMATS = ("auto", "messages", "sharegpt", "alpaca")
 class SFTConfig(ChatConfig):
     data: str = field(
         default="",
-        metadata={"help": "chat JSONL (MiniMind conversations, ShareGPT, Alpaca) or a question/answer CSV"},
+        metadata={
+            "help": "chat JSONL (MiniMind conversations, ShareGPT, Alpaca), a question/answer CSV, or a directory "
+            "made by `weakwater prepare --chat sft` (pre-tokenised)"
+        },
     )
     out: str = field(default="runs/sft", metadata={"help": "run directory (checkpoints, metrics, final model)"})
     lr: float = field(default=2e-4, metadata={"help": "peak learning rate"})
     warmup_steps: int = field(default=20, metadata={"help": "linear warmup steps"})
-    val_data: str | None = field(default=None, metadata={"help": "validation conversations (JSONL or CSV)"})
+    val_data: str | None = field(
+        default=None, metadata={"help": "validation conversations (JSONL, CSV or prepare --chat sft dir)"}
+    )
     data_format: str = field(
         default="auto",
         metadata={"help": "auto, messages (MiniMind), sharegpt or alpaca; .csv files are question/answer"},

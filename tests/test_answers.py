@@ -7,7 +7,7 @@ from fractions import Fraction
 
 import pytest
 
-from weakwater.eval.answers import (
+from weakwater.answers import (
     answer_text,
     answers_match,
     extract_answer,
