@@ -135,7 +135,7 @@ def tool_stage(plan: Plan, out: Path, data: Path, tok: Any, init: Path, seed: in
     and learns at a higher rate, in smaller batches, than SFT (see :class:`Plan`).
     """
     from weakwater.eval.tooluse import api_tool_task, tool_task
-    from weakwater.infer.tools import CALCULATOR
+    from weakwater.tools import CALCULATOR
     from weakwater.train.stages.sft import SFTConfig, SFTStage
 
     mix = replay_mix(data / "tools_mix.jsonl", data / "tools.jsonl", data / "sft.jsonl", 0.3, seed)

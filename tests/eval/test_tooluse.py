@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import TOOL_QUESTIONS
 from weakwater.eval.tooluse import api_tool_task, tool_task
-from weakwater.infer.tools import CALCULATOR, calculate
+from weakwater.tools import CALCULATOR, calculate
 
 pytestmark = pytest.mark.slow  # uses the tiny tool-calling model (trained once per session)
 

@@ -2,7 +2,7 @@
 
 Eval rows are the usual ``{"messages", "answer", "task"}`` plus ``tools`` (OpenAI function schemas).
 :func:`tool_task` runs the whole loop in-process, batched and greedy: the model's first reply is read
-with :func:`weakwater.infer.tools.parse_calls`, the calls run (the real tools, e.g. the calculator),
+with :func:`weakwater.tools.parse_calls`, the calls run (the real tools, e.g. the calculator),
 their results go back as ``tool`` turns, and the second reply is scored with ``is_correct``.
 :func:`api_tool_task` does the same through the OpenAI-compatible server over HTTP (the tools arrive
 in the request's ``tools``, the calls come back as ``tool_calls``), as any OpenAI client would.
@@ -21,7 +21,7 @@ import torch
 from weakwater.answers import is_correct
 from weakwater.data.chat import attach_tools, normalize_tools
 from weakwater.eval.tasks import generate_answers, load_eval
-from weakwater.infer.tools import Tool, parse_calls
+from weakwater.tools import Tool, parse_calls
 
 
 def _call_turns(calls: Sequence[Any], tools: dict[str, Tool]) -> list[dict[str, Any]]:
