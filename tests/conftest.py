@@ -112,11 +112,11 @@ def tool_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
 
     from weakwater.data.synth.tasks import tool_conversation
-    from weakwater.infer.tools import CALCULATOR, calculate
     from weakwater.model import ModelConfig, Transformer, save_model
     from weakwater.tokenizer import load_tokenizer
     from weakwater.tokenizer.tokenizer import CHAT_TEMPLATE, _compile
     from weakwater.tokenizer.train import train_tokenizer
+    from weakwater.tools import CALCULATOR, calculate
     from weakwater.train.stages.sft import SFTConfig, SFTStage
     from weakwater.train.trainer import Trainer
 

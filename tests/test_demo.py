@@ -39,8 +39,10 @@ RESULTS = {
              "general_arith": {"before": _task(0.1), "after": _task(0.1)},
              "probe": {"recall": 0.75, "chance": 0.16}},
     "tools": {"before": {"well_formed": 0.0, "accuracy": 0.0, "no_tools_accuracy": 0.02},
-              "after": {"well_formed": 0.98, "accuracy": 0.9, "no_tools_accuracy": 0.0},
-              "api": {"n": 40, "tool_calls": 1.0, "accuracy": 0.85}},
+              "after": {"well_formed": 0.98, "right_calls": 0.93, "accuracy": 0.9, "no_tools_accuracy": 0.0,
+                        "examples": [{"prompt": "12 * 345 = ?", "answer": "4140", "call": "<tool_call>x</tool_call>",
+                                      "generation": "4140."}]},
+              "api": {"n": 40, "tool_calls": 1.0, "accuracy": 0.85, "no_tools_accuracy": 0.025}},
     "times_s": {"pretrain": 300.0, "total": 900.0},
 }  # fmt: skip
 
@@ -60,12 +62,24 @@ def test_report_verdicts(tmp_path):
     assert "correct and concise 30.0% before, 70.0% after" in text
     assert "| tools | well-formed tool calls, held-out prompts (target >= 95%) | 0.0% | 98.0% | yes |" in text
     assert "| tools | 3-4 digit products: no tools -> with the calculator | 2.0% | 90.0% | yes |" in text
-    assert "| tools | same via the OpenAI API's tools (40 prompts) | - | 85.0% | yes |" in text
+    assert "| tools | same via the OpenAI API: no `tools` -> `tools` (40 prompts) | 2.5% | 85.0% | yes |" in text
+    assert "93.0% of its calls return the right product" in text
+    assert "- tools: `12 * 345 = ?` -> `'<tool_call>x</tool_call>'` -> `'4140.'` (expected `4140`)" in text
     worse = copy.deepcopy(RESULTS)
     worse["tools"]["after"] |= {"well_formed": 0.9, "accuracy": 0.3}
     assert [ok for stage, *_, ok in headline_rows(worse) if stage == "tools"] == [False, False, True]
     worse["tools"]["api"]["accuracy"] = 0.1  # the API must do what the model does in-process
     assert [ok for stage, *_, ok in headline_rows(worse) if stage == "tools"][2] is False
+    for zero in ("after", "api"):  # calls made but every answer wrong: nothing is "far above" no tools
+        none_right = copy.deepcopy(RESULTS)
+        none_right["tools"][zero]["accuracy"] = 0.0
+        assert [ok for stage, *_, ok in headline_rows(none_right) if stage == "tools"][1:] == [
+            zero != "after",
+            zero != "api",
+        ]
+    in_head = copy.deepcopy(RESULTS)
+    in_head["tools"]["after"]["no_tools_accuracy"] = 0.6  # the tool model could do it without the calculator
+    assert [ok for stage, *_, ok in headline_rows(in_head) if stage == "tools"][1:] == [False, False]
     assert "among 160 sampled at temperature 1 (16 per held-out prompt)" in text
     assert "would score 16.0%" in text and "correctly in 75.0% of cases" in text
     more_rambling = copy.deepcopy(RESULTS)

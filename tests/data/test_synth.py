@@ -162,7 +162,7 @@ def test_eval_prompts_disjoint_from_training_prompts(small):
 
 def test_tool_conversations_are_valid_and_right_and_eval_products_held_out(small):
     from weakwater.data.chat import to_messages
-    from weakwater.infer.tools import calculate
+    from weakwater.tools import calculate
 
     calls = 0
     train_products: set[tuple[int, int]] = set()

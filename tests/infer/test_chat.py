@@ -77,7 +77,7 @@ def test_terminal_chat_has_line_editing_and_history():
 def test_chat_tools_run_calls_and_feed_results_back(generator, monkeypatch):
     """A reply with a call (split over deltas): the call and its result are shown dimmed, the result goes back
     to the model as a tool turn, and the history holds the exchange as the chat template trains on it."""
-    from weakwater.infer.tools import CALCULATOR
+    from weakwater.tools import CALCULATOR
 
     call = '<tool_call>\n{"name": "calculator", "arguments": {"expression": "347 * 2891"}}\n</tool_call>'
     replies = iter([["Let me", " compute.\n<tool_", call[6:40], call[40:]], ["1003177", "."]])
@@ -102,7 +102,7 @@ def test_chat_tools_run_calls_and_feed_results_back(generator, monkeypatch):
 
 
 def test_chat_tools_malformed_call_is_shown_as_text(generator, monkeypatch):
-    from weakwater.infer.tools import CALCULATOR
+    from weakwater.tools import CALCULATOR
 
     bad = '<tool_call>\n{"name": "calculator", "arguments": "oops"}\n</tool_call>'
     monkeypatch.setattr(generator, "stream_text", lambda ids, params: iter([bad]))

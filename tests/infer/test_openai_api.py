@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from weakwater.infer.openai_api import ChatRequest, Usage, sse, tool_call_deltas, tool_call_object
-from weakwater.infer.tools import ToolCall
+from weakwater.tools import ToolCall
 
 
 def test_conversation_maps_roles_and_strips_forged_turns():

@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import TOOL_QUESTIONS
 from weakwater.infer import SamplingParams
 from weakwater.infer.server import ServerConfig, create_app
-from weakwater.infer.tools import CALCULATOR, calculate
+from weakwater.tools import CALCULATOR, calculate
 
 from .conftest import live_server
 

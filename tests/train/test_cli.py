@@ -108,7 +108,9 @@ def test_chat_stage_help_describes_jsonl_data_and_plain_defaults(command, capsys
         main([command, "--help"])
     text = " ".join(capsys.readouterr().out.split())
     data_help = text.split("options:", 1)[1].split("--data DATA", 1)[1].split("--val-data", 1)[0]
-    assert "JSONL" in data_help and "weakwater prepare" not in data_help
+    # JSONL first; the only directory it takes is the chat one (prepare --chat), never pretraining shards
+    assert "JSONL" in data_help and "weakwater prepare --chat" in data_help
+    assert "weakwater prepare " not in data_help.replace("weakwater prepare --chat", "")
     assert "['" not in text and "(default: q_proj,k_proj,v_proj" in text  # lists as they are typed
     assert "(default: None)" not in text and "(default: )" not in text
     assert "with --init the saved model's shape is used" in text

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 from weakwater.infer.generate import Generator
 from weakwater.infer.reasoning import ReasoningSplitter, prompt_opens_think
 from weakwater.infer.sampling import SamplingParams
-from weakwater.infer.tools import CallStream, Tool, call_text, parse_call
+from weakwater.tools import CallStream, Tool, call_text, parse_call
 
 DIM, RESET = "\033[2m", "\033[0m"
 MAX_TOOL_ROUNDS = 4  # calls answered per user message before the model must reply in text

@@ -20,9 +20,9 @@ from weakwater.infer.chat import ChatSession, is_pretrain_model, line_reader
 from weakwater.infer.fast import WEIGHT_FORMATS
 from weakwater.infer.generate import Generator
 from weakwater.infer.sampling import SamplingParams
-from weakwater.infer.tools import find_world, resolve_tools
 from weakwater.model.io import load_model, read_model_config
 from weakwater.tokenizer import load_tokenizer
+from weakwater.tools import find_world, resolve_tools
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -14,8 +14,8 @@ from typing import Any, Literal
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from weakwater.infer.tools import ToolCall
 from weakwater.tokenizer.tokenizer import TOOL_TOKENS
+from weakwater.tools import ToolCall
 
 MAX_STOP_STRINGS = 4
 # Stripped from message text: turn delimiters (a client could forge turns) and the tool tags (calls and

@@ -68,7 +68,7 @@ from weakwater.infer.openai_api import (
 from weakwater.infer.reasoning import ReasoningSplitter, prompt_opens_think
 from weakwater.infer.sampling import SamplingParams
 from weakwater.infer.scheduler import Job, QueueFullError, Scheduler
-from weakwater.infer.tools import CALL_OPEN, CallStream, Tool, call_text, parse_call, parse_calls
+from weakwater.tools import CALL_OPEN, CallStream, Tool, call_text, parse_call, parse_calls
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}

@@ -38,7 +38,7 @@ from weakwater.data.synth.world import (
     World,
     build_world,
 )
-from weakwater.infer.tools import CALCULATOR
+from weakwater.tools import CALCULATOR
 
 # The tool the demo's tool stage learns to call: exactly the built-in calculator's schema, so that
 # ``weakwater chat --tools calculator`` and an OpenAI client sending it show the model the prompt it trained on.

@@ -144,7 +144,9 @@ class SizeSpec:
     eval_reasoning: int = 100
     eval_dpo: int = 100
     dpo_eval: int = 100
-    tool_train: int = 1200  # calculator conversations (tools.jsonl), plus a quarter as many direct answers
+    # Calculator conversations (tools.jsonl), plus up to a quarter as many direct answers: enough distinct products
+    # that the tool stage sees each about once, so it learns to copy operands rather than recall pairs.
+    tool_train: int = 8000
     eval_tools: int = 100
 
 

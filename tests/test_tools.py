@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from weakwater.infer.tools import (
+from weakwater.tools import (
     CALCULATOR,
     CallStream,
     ToolError,
