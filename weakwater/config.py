@@ -117,10 +117,11 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
-    """One ``--flag`` per scalar/list field of ``cls``; help text comes from field metadata."""
+    """One ``--flag`` per scalar/list field of ``cls``; help text comes from field metadata. Fields marked
+    ``metadata={"derived": True}`` are computed from others and get no flag."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        if f.name in skip or dataclasses.is_dataclass(_unwrap_optional(hints[f.name])[0]):
+        if f.name in skip or f.metadata.get("derived") or dataclasses.is_dataclass(_unwrap_optional(hints[f.name])[0]):
             continue
         tp, _ = _unwrap_optional(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else None

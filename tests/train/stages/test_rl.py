@@ -216,3 +216,15 @@ def test_packed_updates_equal_padded_ones(tmp_path, model_dir, tok, stage_cls):
 def test_rl_reports_no_loss_spikes_by_default_online_dpo_does():
     """The GRPO loss sits near 0 and changes sign, so a ratio to its running mean means nothing."""
     assert RLConfig().spike_factor == 0 and OnlineDPOConfig().spike_factor == 3.0
+
+
+def test_rl_has_no_seq_len_flag_it_would_overwrite(capsys):
+    """The sequence length of an RL update follows from the prompt and reply limits: no dead --seq-len flag."""
+    from weakwater.cli import main
+
+    for command in ("rl", "online-dpo"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        out = capsys.readouterr().out
+        assert "--max-new-tokens" in out and "--seq-len" not in out
+    assert RLConfig(max_prompt_len=100, max_new_tokens=28).seq_len == 128

@@ -99,8 +99,11 @@ class RLConfig(TrainConfig):
         default=50, metadata={"help": "held-out greedy accuracy every N steps (0: only at the end)"}
     )
 
+    # The longest sequence a loss sees: set from the two limits above, so it is not a flag of its own.
+    seq_len: int = field(default=512, metadata={"help": "--max-prompt-len + --max-new-tokens", "derived": True})
+
     def __post_init__(self) -> None:
-        self.seq_len = self.max_prompt_len + self.max_new_tokens  # the longest sequence a loss sees
+        self.seq_len = self.max_prompt_len + self.max_new_tokens
 
     def validate(self) -> None:
         super().validate()
