@@ -48,8 +48,8 @@ class Plan:
     tool_steps: int = 600
     # RL (GRPO) from the distilled model: prompts per step x replies per prompt; beta 0 (no reference forward).
     # From the seed-0 distilled model (37%), 40 steps: lr 1e-4 -> 50% (training seed 0), 46% (seed 1);
-    # lr 3e-4 collapses to 0%; from a 59% distilled model lr 1e-4 stays at 58%. ~110 s of CPU. 80 steps (~170 s):
-    # 37% -> 54% (seed 1), the target, but over the demo's time budget unless another stage pays for it.
+    # lr 3e-4 collapses to 0%; from a 59% distilled model lr 1e-4 stays at 58%. ~110 s of CPU. 80 steps (170-200 s
+    # of CPU): 37% -> 52% (seed 0), 54% (seed 1), the target, but over the time budget unless another stage pays.
     rl_steps: int = 40
     rl_prompts: int = 8
     rl_group: int = 8
