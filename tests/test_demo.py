@@ -65,6 +65,14 @@ def test_report_verdicts(tmp_path):
     assert "| tools | same via the OpenAI API: no `tools` -> `tools` (40 prompts) | 2.5% | 85.0% | yes |" in text
     assert "93.0% of its calls return the right product" in text
     assert "- tools: `12 * 345 = ?` -> `'<tool_call>x</tool_call>'` -> `'4140.'` (expected `4140`)" in text
+    rl = copy.deepcopy(RESULTS) | {"rl": {"reasoning": {"before": _task(0.37, 1.0), "after": _task(0.5, 0.96)}}}
+    assert [ok for stage, *_, ok in headline_rows(rl) if stage == "rl"] == [True, True]
+    assert "| rl | multi-step accuracy (target +10 points or >= 90%) | 37.0% | 50.0% | yes |" in render(rl)
+    rl["rl"]["reasoning"]["after"] = _task(0.46, 0.94)  # +9 points, format below 95%
+    assert [ok for stage, *_, ok in headline_rows(rl) if stage == "rl"] == [False, False]
+    rl["rl"]["reasoning"] = {"before": _task(0.85, 1.0), "after": _task(0.9, 1.0)}  # reaching 90% is enough
+    assert [ok for stage, *_, ok in headline_rows(rl) if stage == "rl"] == [True, True]
+    assert "rl/reward.png" in render(rl) and "rl/reward.png" not in text
     worse = copy.deepcopy(RESULTS)
     worse["tools"]["after"] |= {"well_formed": 0.9, "accuracy": 0.3}
     assert [ok for stage, *_, ok in headline_rows(worse) if stage == "tools"] == [False, False, True]

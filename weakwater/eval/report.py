@@ -26,6 +26,7 @@ def headline_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, bool]]:
                  _pct(d["after"]["format_rate"]), d["after"]["format_rate"] > d["before"]["format_rate"]))  # fmt: skip
     rows.append(("distill", "multi-step accuracy", _pct(d["before"]["accuracy"]), _pct(d["after"]["accuracy"]),
                  d["after"]["accuracy"] > d["before"]["accuracy"]))  # fmt: skip
+    rows += rl_rows(r)
     dp = r["dpo"]
     before, after = dp["preference_per_token"]["before"]["accuracy"], dp["preference_per_token"]["after"]["accuracy"]
     rows.append(("dpo", "held-out preference accuracy (per-token log-prob)", _pct(before), _pct(after), after > before))
@@ -61,6 +62,21 @@ def headline_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, bool]]:
                      _pct(api["no_tools_accuracy"]), _pct(api["accuracy"]),
                      api["accuracy"] >= api_head + 0.5 and api["accuracy"] >= after["accuracy"] - 0.1))  # fmt: skip
     return rows
+
+
+def rl_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, bool]]:
+    """RL's rows: held-out greedy multi-step accuracy must rise clearly over the distilled model (by 10 points,
+    or to 90%) while the think/answer format stays at 95% or more."""
+    if "rl" not in r:
+        return []
+    before, after = r["rl"]["reasoning"]["before"], r["rl"]["reasoning"]["after"]
+    gain = after["accuracy"] >= before["accuracy"] + 0.10 - 1e-9 or (after["accuracy"] >= 0.90 > before["accuracy"])
+    return [
+        ("rl", "multi-step accuracy (target +10 points or >= 90%)", _pct(before["accuracy"]),
+         _pct(after["accuracy"]), gain),
+        ("rl", "well-formed think/answer (target >= 95%)", _pct(before["format_rate"]), _pct(after["format_rate"]),
+         after["format_rate"] >= 0.95),
+    ]  # fmt: skip
 
 
 def _lora_probe_text(lora: dict[str, Any]) -> list[str]:
@@ -140,6 +156,9 @@ def render(r: dict[str, Any]) -> str:
         "",
     ]
     lines += [f"![{s}]({s}/loss.png)" for s in ("pretrain", "sft", "distill", "dpo", "lora", "tools") if s in r]
+    if "rl" in r:
+        lines += ["", "RL (GRPO): mean reward, sampled training accuracy and held-out greedy accuracy per step.", "",
+                  "![rl](rl/reward.png)"]  # fmt: skip
     lines += ["", "## Pretrained model samples (greedy)", ""]
     lines += [f"- `{s!r}`" for s in p["samples"]]
     lines += ["", "## Example generations", ""]
