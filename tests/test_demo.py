@@ -73,6 +73,8 @@ def test_report_verdicts(tmp_path):
     rl["rl"]["reasoning"] = {"before": _task(0.85, 1.0), "after": _task(0.9, 1.0)}  # reaching 90% is enough
     assert [ok for stage, *_, ok in headline_rows(rl) if stage == "rl"] == [True, True]
     assert "rl/reward.png" in render(rl) and "rl/reward.png" not in text
+    rl["rl"]["carry"] = {"before": {"carry": 0.1, "no_carry": 0.9}, "after": {"carry": 0.8, "no_carry": None}}
+    assert "with a units carry: 10.0% right after distillation, 80.0% after RL; without one: 90.0% and -." in render(rl)
     worse = copy.deepcopy(RESULTS)
     worse["tools"]["after"] |= {"well_formed": 0.9, "accuracy": 0.3}
     assert [ok for stage, *_, ok in headline_rows(worse) if stage == "tools"] == [False, False, True]
@@ -108,6 +110,6 @@ def test_fast_demo_end_to_end(tmp_path):
     report = run_demo(tmp_path / "demo", fast=True)
     text = report.read_text()
     assert text.count("\n| ") >= 12
-    for stage in ("pretrain", "sft", "distill", "dpo", "lora"):
+    for stage in ("pretrain", "sft", "distill", "rl", "dpo", "lora"):
         assert (tmp_path / "demo" / stage / "final" / "config.json").exists()
         assert (tmp_path / "demo" / stage / "loss.png").exists()

@@ -162,26 +162,49 @@ def tool_stage(plan: Plan, out: Path, data: Path, tok: Any, init: Path, seed: in
 
 
 def rl_stage(plan: Plan, out: Path, data: Path, tok: Any, init: Path, before: dict[str, Any]) -> dict[str, Any]:
-    """GRPO from the distilled model (``init``) on the R1 training problems, scored on the held-out ones.
+    """GRPO from the distilled model (``init``) on ``rl.jsonl``'s training problems, scored on the held-out ones.
 
-    Reward: the final answer is right (the evaluation's answer checker), plus a little for the think/answer
-    format. The distilled model's errors are mostly slips in copying an operand or a digit into its last
-    line; sampled replies that avoid them earn the reward (measured gains: see ``Plan.rl_*``). ``before`` is the
-    distilled model's held-out result. A branch: DPO still starts from the distilled model.
+    The R1 teacher was careless: in a share of its worked additions it forgets the units column's carry, and its
+    answer is then wrong (``SizeSpec.r1_forget_carry``). Distillation copies the habit. RL samples replies, and
+    rewards the true answer (the evaluation's answer checker) plus a little for the think/answer format: the
+    replies that carry earn the reward, so the policy unlearns the slip. ``before`` is the distilled model's
+    held-out result. A branch: DPO still starts from the distilled model.
     """
     from weakwater.eval.tasks import run_task
     from weakwater.train.stages.rl import RLConfig, RLStage
 
     new = RL_NEW_TOKENS
-    cfg = RLConfig(data=str(data / "r1.jsonl"), val_data=str(data / "eval_reasoning.jsonl"), init=str(init),
-                   max_steps=plan.rl_steps, lr=plan.rl_lr, group_size=plan.rl_group, max_new_tokens=new,
-                   max_prompt_len=plan.model["max_seq_len"] - new, reward=["math", "format=0.2"], beta=0.0,
-                   eval_limit=plan.eval_limit or 100,
-                   **{**_common(plan, out, "rl"), "batch_size": plan.rl_prompts,
-                      "eval_every": max(1, plan.rl_steps // 3), "log_every": 1})  # fmt: skip
+    cfg = RLConfig(data=str(data / "rl.jsonl"), init=str(init), max_steps=plan.rl_steps, lr=plan.rl_lr,
+                   group_size=plan.rl_group, max_new_tokens=new, max_prompt_len=plan.model["max_seq_len"] - new,
+                   reward=["math", "format=0.2"], beta=0.0,
+                   **{**_common(plan, out, "rl"), "batch_size": plan.rl_prompts, "log_every": 1})  # fmt: skip
     model = load_model(_fit(cfg, RLStage(cfg, tok), tok))
     after = run_task(model, tok, data / "eval_reasoning.jsonl", max_new_tokens=160, limit=plan.eval_limit)
-    return {"reasoning": {"before": before, "after": after}}
+    carry = {"before": carry_split(load_model(init), tok, data, plan.eval_limit),
+             "after": carry_split(model, tok, data, plan.eval_limit)}  # fmt: skip
+    return {"reasoning": {"before": before, "after": after}, "carry": carry}
+
+
+def carry_split(model: torch.nn.Module, tok: Any, data: Path, limit: int | None) -> dict[str, float | None]:
+    """Greedy accuracy on the held-out additions whose units column carries (where the R1 teacher slipped) and
+    on those that do not."""
+    from weakwater.answers import is_correct
+    from weakwater.data.synth.tasks import units_carry
+    from weakwater.eval.tasks import generate_answers, load_eval
+
+    rows = [
+        r
+        for r in load_eval(data / "eval_reasoning.jsonl")[:limit]
+        if units_carry(r["messages"][-1]["content"]) is not None
+    ]
+    texts = generate_answers(model, tok, [r["messages"] for r in rows], max_new_tokens=160)
+    out: dict[str, float | None] = {}
+    for key, want in (("carry", True), ("no_carry", False)):
+        hits = [
+            is_correct(t, r["answer"]) for r, t in zip(rows, texts) if units_carry(r["messages"][-1]["content"]) is want
+        ]
+        out[key] = sum(hits) / len(hits) if hits else None
+    return out
 
 
 # The demo's R1 replies are at most ~135 tokens; rollouts stop there (the held-out scoring allows 160).

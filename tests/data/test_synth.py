@@ -237,6 +237,8 @@ def test_arithmetic_is_correct(small):
             if m:
                 assert a["content"].startswith(str(int(m.group(1)) + int(m.group(2)))), (q, a)
     problems = [(r["conversations"][0]["content"], r["conversations"][1]["content"]) for r in rows(small, "r1.jsonl")]
+    problems = [(q, reply) for q, reply in problems if not _forgot_carry(q, reply)]  # the teacher's slips: below
+    problems += [(r["prompt"], f"<answer>\n{r['answer']}\n") for r in rows(small, "rl.jsonl")]
     problems += [
         (r["messages"][0]["content"], f"<answer>\n{r['answer']}\n") for r in rows(small, "eval_reasoning.jsonl")
     ]
@@ -249,6 +251,38 @@ def test_arithmetic_is_correct(small):
         _check_column_steps(reply)
         for a, op, b, c in re.findall(r"^(\d+) ([+-]) (\d+) = (\d+)$", reply, re.MULTILINE):
             assert (int(a) + int(b) if op == "+" else int(a) - int(b)) == int(c), reply
+
+
+def _forgot_carry(question: str, reply: str) -> bool:
+    """A careless-teacher R1 reply: a units carry written down, left out of the tens column, the sum 10 short."""
+    nums = [int(x) for x in re.findall(r"\d+", question)]
+    answer = int(reply.split("<answer>\n")[1].split("\n")[0])
+    if not sum_keys(question) or answer == sum(nums):
+        return False
+    tens = reply.split("\n")[2]  # <think>, units line, tens line
+    assert nums[0] % 10 + nums[1] % 10 >= 10 and answer == sum(nums) - 10, (question, reply)
+    assert tens.startswith(("tens: ", "十位：")) and tens.count(" + ") == 1, reply
+    return True
+
+
+def test_r1_teacher_forgets_the_carry_in_a_share_of_additions(small):
+    """What RL unlearns: the R1 file's additions with a units carry are wrong in about ``r1_forget_carry`` of
+    them (only by the forgotten carry); the RL prompts (rl.jsonl) hold the true answers and no held-out problem."""
+    carried = slips = 0
+    for r in rows(small, "r1.jsonl"):
+        question, reply = r["conversations"][0]["content"], r["conversations"][1]["content"]
+        nums = [int(x) for x in re.findall(r"\d+", question)]
+        if sum_keys(question) and nums[0] % 10 + nums[1] % 10 >= 10:
+            carried += 1
+            slips += _forgot_carry(question, reply)
+    spec = SIZES[json.loads((small / "manifest.json").read_text(encoding="utf-8"))["size"]]
+    assert carried and abs(slips / carried - spec.r1_forget_carry) < (0.25 if carried < 50 else 0.06)
+    rl = rows(small, "rl.jsonl")
+    assert len(rl) == spec.rl_prompts and all(set(r) == {"prompt", "answer"} for r in rl)
+    held_out = set().union(*(eval_questions(small, f"{n}.jsonl") for n in ("eval_arith", "eval_reasoning")))
+    assert not {r["prompt"] for r in rl} & held_out
+    eval_sums = set().union(*(problem_sums(q) for q in eval_questions(small, "eval_reasoning.jsonl")))
+    assert not any(problem_sums(r["prompt"]) & eval_sums for r in rl)
 
 
 def test_targeted_behaviour_is_in_sft_and_measurable(small):

@@ -79,6 +79,21 @@ def rl_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, bool]]:
     ]  # fmt: skip
 
 
+def _rl_text(r: dict[str, Any]) -> list[str]:
+    carry = r.get("rl", {}).get("carry")
+    if not carry:
+        return []
+    b, a = ({k: "-" if v is None else _pct(v) for k, v in carry[w].items()} for w in ("before", "after"))
+    return [
+        "RL: the R1 teacher is careless: in most of its worked additions whose units column carries, it writes the "
+        "carry down and then leaves it out of the tens column, so its answer is 10 short. Distillation copied the "
+        f"slip. Held-out additions with a units carry: {b['carry']} right after distillation, "
+        f"{a['carry']} after RL; without one: {b['no_carry']} and {a['no_carry']}. RL samples "
+        "replies and rewards only the true answer, so the replies that add the carry win.",
+        "",
+    ]
+
+
 def _lora_probe_text(lora: dict[str, Any]) -> list[str]:
     probe = lora.get("probe")
     if not probe:
@@ -150,6 +165,7 @@ def render(r: dict[str, Any]) -> str:
             else "."
         ),
         "",
+        *_rl_text(r),
         *_lora_probe_text(r["lora"]),
         *_tools_text(r),
         "## Loss curves",
@@ -157,7 +173,7 @@ def render(r: dict[str, Any]) -> str:
     ]
     lines += [f"![{s}]({s}/loss.png)" for s in ("pretrain", "sft", "distill", "dpo", "lora", "tools") if s in r]
     if "rl" in r:
-        lines += ["", "RL (GRPO): mean reward, sampled training accuracy and held-out greedy accuracy per step.", "",
+        lines += ["", "RL (GRPO): mean reward and sampled training accuracy per step.", "",
                   "![rl](rl/reward.png)"]  # fmt: skip
     lines += ["", "## Pretrained model samples (greedy)", ""]
     lines += [f"- `{s!r}`" for s in p["samples"]]

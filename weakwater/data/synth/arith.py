@@ -53,13 +53,26 @@ def operands(rng: random.Random, digits: int) -> tuple[int, int]:
     return rng.randint(lo, hi), rng.randint(lo, hi)
 
 
-def addition_steps(a: int, b: int, lang: str) -> list[str]:
-    """Column addition, one line per place value, carries written out (the ``<think>`` of R1 data)."""
+def forgets_carry(a: int, b: int, forget_carry: bool) -> bool:
+    """Whether ``forget_carry`` changes a + b: only when the units column carries into a tens column."""
+    return forget_carry and a % 10 + b % 10 >= 10 and max(a, b) >= 10
+
+
+def addition_steps(a: int, b: int, lang: str, forget_carry: bool = False) -> list[str]:
+    """Column addition, one line per place value, carries written out (the ``<think>`` of R1 data).
+
+    ``forget_carry``: the slip of a careless teacher: the units column's carry is written down ("carry 1") but
+    never added into the tens column, so every later line, the result and the last line say ``a + b - 10``.
+    """
     lines = []
     carry, place = 0, 0
     x, y = a, b
+    forget_carry = forgets_carry(a, b, forget_carry)
+    result = a + b - (10 if forget_carry else 0)
     while x or y or carry:
         da, db = x % 10, y % 10
+        if forget_carry and place == 1:
+            carry = 0
         total = da + db + carry
         # Once both numbers run out only the final carry is left to write down.
         expr = f"{da} + {db}" + (f" + {carry}" if carry else "") + f" = {total}" if x or y else f"{carry}"
@@ -71,7 +84,7 @@ def addition_steps(a: int, b: int, lang: str) -> list[str]:
             tail = f"，写{total % 10}" + (f"进{new_carry}" if new_carry else "")
             lines.append(f"{PLACES_ZH[place]}：{expr}{tail}")
         x, y, carry, place = x // 10, y // 10, new_carry, place + 1
-    lines.append(f"So {a} + {b} = {a + b}." if lang == "en" else f"所以 {a} + {b} = {a + b}。")
+    lines.append(f"So {a} + {b} = {result}." if lang == "en" else f"所以 {a} + {b} = {result}。")
     return lines
 
 

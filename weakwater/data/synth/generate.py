@@ -67,6 +67,7 @@ FILE_INFO = {
     "pretrain_val.jsonl": ('{"text"}', "held-out pretraining documents for validation loss"),
     "sft.jsonl": ('{"conversations"}', "SFT: facts of non-held-out entities, arithmetic, multi-turn"),
     "r1.jsonl": ('{"conversations"} R1', "reasoning distillation: column additions and two-step shopping problems"),
+    "rl.jsonl": ('{"prompt", "answer"}', "RL prompts: training problems of the R1 kinds with their true answers"),
     "dpo.jsonl": ('{"chosen", "rejected", "kind"}', "DPO pairs: concise correct vs wrong / rambling / untagged"),
     "dpo_eval.jsonl": ('{"chosen", "rejected", "kind"}', "held-out DPO pairs for preference accuracy"),
     "lora_domain.jsonl": ('{"conversations"}', "LoRA domain: the creatures of the planet Ossira"),
@@ -195,13 +196,17 @@ class _Builder:
         buyer = next(p for p in self.world.people if p.name.en == wp.buyer)
         return word_problem(wp.kind, buyer, [self.world.products[i] for i in wp.items], wp.budget, lang)
 
-    def _train_problem(self, rng: random.Random) -> tuple[QA, list[str]]:
+    def _train_problem(self, rng: random.Random, forget_carry: float = 0.0) -> tuple[QA, list[str]]:
+        """A training problem (QA.answer: the true result) and its think lines; with probability ``forget_carry`` an
+        addition's worked reply is the careless teacher's (see :func:`addition_steps`), wrong if it carried."""
         lang = rng.choice(LANGS)
         if rng.random() < 0.75:
-            question, think, result = addition_problem(rng, *self._train_sum(rng, rng.choice((2, 3, 3, 4))), lang)
-        else:
-            wp = draw(rng, self._word_problem, self._free_word, "training word problem")
-            question, think, result = self._render_word(wp, lang)
+            a, b = self._train_sum(rng, rng.choice((2, 3, 3, 4)))
+            sloppy = forget_carry > 0 and rng.random() < forget_carry
+            question, think, reached = addition_problem(rng, a, b, lang, sloppy)
+            return QA(question, str(a + b), r1_content(think, str(reached)), lang, "reasoning", "problem"), think
+        wp = draw(rng, self._word_problem, self._free_word, "training word problem")
+        question, think, result = self._render_word(wp, lang)
         return QA(question, str(result), r1_content(think, str(result)), lang, "reasoning", "problem"), think
 
     def _train_fact_questions(self, rng: random.Random, per_combo: int) -> list[QA]:
@@ -246,8 +251,17 @@ class _Builder:
         rng = self.rng("r1")
         rows = []
         for _ in range(self.spec.r1_train):
-            qa, _think = self._train_problem(rng)
+            qa, _think = self._train_problem(rng, self.spec.r1_forget_carry)
             rows.append({"conversations": [user(qa.question), assistant(qa.reply)]})
+        return rows
+
+    def rl(self) -> list[dict]:
+        """RL prompts: training problems of the R1 kinds (none held out) with their true answers."""
+        rng = self.rng("rl")
+        rows = []
+        for _ in range(self.spec.rl_prompts):
+            qa, _think = self._train_problem(rng)
+            rows.append({"prompt": qa.question, "answer": qa.answer})
         return rows
 
     @staticmethod
@@ -399,6 +413,7 @@ def generate(out_dir: str | Path, seed: int = 0, size: str | SizeSpec = "demo") 
         "pretrain_val.jsonl": [{"text": d} for d in val_docs],
         "sft.jsonl": b.sft(),
         "r1.jsonl": b.r1(),
+        "rl.jsonl": b.rl(),
         "dpo.jsonl": b.dpo(),
         "dpo_eval.jsonl": b.dpo_eval(concise, reasoning),
         "lora_domain.jsonl": lora_rows,

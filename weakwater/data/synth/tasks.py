@@ -8,8 +8,9 @@ they have in the pretraining text, so a tiny model only has to recall the fact, 
 from __future__ import annotations
 
 import random
+import re
 
-from weakwater.data.synth.arith import addition_steps
+from weakwater.data.synth.arith import addition_steps, forgets_carry
 from weakwater.data.synth.corpus import article
 from weakwater.data.synth.world import PLANET, Creature, Person, Product
 
@@ -173,13 +174,26 @@ def r1_content(think_lines: list[str], answer: str) -> str:
     return "<think>\n" + "\n".join(think_lines) + "\n</think>\n<answer>\n" + answer + "\n</answer>"
 
 
-def addition_problem(rng: random.Random, a: int, b: int, lang: str) -> tuple[str, list[str], int]:
-    """(question, think lines, result) for a column addition."""
+def addition_problem(
+    rng: random.Random, a: int, b: int, lang: str, forget_carry: bool = False
+) -> tuple[str, list[str], int]:
+    """(question, think lines, result) for a column addition; ``result`` is the sum the think lines reach (with
+    ``forget_carry``, a wrong one when there was a carry to forget: see :func:`addition_steps`)."""
     if lang == "en":
         question = rng.choice(["What is {a} + {b}? Think step by step.", "Add {a} and {b} step by step."])
     else:
         question = rng.choice(["{a}加{b}等于多少？请一步一步地算。", "请按列计算{a} + {b}。"])
-    return question.format(a=a, b=b), addition_steps(a, b, lang), a + b
+    reached = a + b - (10 if forgets_carry(a, b, forget_carry) else 0)
+    return question.format(a=a, b=b), addition_steps(a, b, lang, forget_carry), reached
+
+
+def units_carry(question: str) -> bool | None:
+    """For an addition question of :func:`addition_problem`: whether its units column carries (where the careless
+    R1 teacher slips); None for other questions (shopping problems name prices and a buyer, not two operands)."""
+    nums = [int(x) for x in re.findall(r"\d+", question)]
+    if len(nums) != 2 or "yuan" in question or "元" in question:
+        return None
+    return nums[0] % 10 + nums[1] % 10 >= 10
 
 
 def word_problem(kind: str, buyer: Person, items: list[Product], budget: int, lang: str) -> tuple[str, list, int]:

@@ -138,6 +138,10 @@ class SizeSpec:
     sft_multiturn: int = 200
     ramble_share: float = 0.15  # share of SFT fact answers with repetitive filler (what DPO removes)
     r1_train: int = 600
+    # Share of R1 additions written by a careless teacher who forgets the units column's carry (the reply then
+    # ends in a wrong sum): distillation copies the slip and RL on the true answers (rl.jsonl) unlearns it.
+    r1_forget_carry: float = 0.7
+    rl_prompts: int = 1000
     dpo_train: int = 600
     domain_descriptions: int = 4  # description conversations per creature per language
     eval_arith: int = 100
@@ -154,7 +158,7 @@ SIZES: dict[str, SizeSpec] = {
     # For tests: generates in well under a second.
     "small": SizeSpec(
         people=24, cities=6, companies=4, products=10, creatures=8, bio_docs=2, stories=20, catalogue_docs=4,
-        arith_docs=10, val_fraction=0.1, sft_arith=40, sft_multiturn=20, r1_train=40, dpo_train=40,
+        arith_docs=10, val_fraction=0.1, sft_arith=40, sft_multiturn=20, r1_train=40, rl_prompts=40, dpo_train=40,
         domain_descriptions=2, eval_arith=20, eval_reasoning=20, eval_dpo=20, dpo_eval=20, tool_train=40,
         eval_tools=20,
     ),
