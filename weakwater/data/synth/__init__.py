@@ -23,7 +23,10 @@ Files (JSONL, UTF-8, one object per line):
   multi-turn mixes, ~10% with a system prompt. ``ramble_share`` of fact replies deliberately carry the
   targeted bad behaviour (the right answer followed by repeated filler) as realistic SFT noise for DPO.
 - ``r1.jsonl`` (MiniMind R1): assistant content is exactly ``<think>\\n...\\n</think>\\n<answer>\\n...\\n</answer>``;
-  column additions with every carry written out, and two-step shopping problems (prices from the world).
+  column additions with every carry written out, and two-step shopping problems (prices from the world). The
+  teacher is careless: in ``r1_forget_carry`` of the additions whose units column carries, it writes the carry
+  down but leaves it out of the tens column, so the reply ends 10 short (what the demo's RL stage unlearns).
+- ``rl.jsonl`` ``{"prompt", "answer"}``: RL prompts, problems of the R1 kinds (none held out), true answers.
 - ``dpo.jsonl`` ``{"chosen": [user, assistant], "rejected": [user, assistant], "kind"}``, same prompt in both;
   chosen = the concise correct reply (R1 format for reasoning prompts); rejected ``kind`` is ``wrong``
   (concise but wrong), ``ramble`` (right answer + repeated filler), ``no_tags`` (reasoning without the

@@ -51,8 +51,8 @@ GUARANTEES = [
     "eval_facts.jsonl asks only about held-out people/products (world.json 'heldout': true); their names appear "
     "in no SFT, R1, DPO or LoRA-domain file, and every asked fact is stated in pretrain.jsonl.",
     "eval_arith.jsonl, eval_dpo.jsonl and eval_reasoning.jsonl additions are claimed before any training text is "
-    "written; pretrain, SFT, R1 and DPO training draw only unclaimed operand pairs (either order).",
-    "eval_reasoning.jsonl word problems (buyer, products, budget) never occur in r1.jsonl or dpo.jsonl.",
+    "written; pretrain, SFT, R1, RL and DPO training draw only unclaimed operand pairs (either order).",
+    "eval_reasoning.jsonl word problems (buyer, products, budget) never occur in r1.jsonl, rl.jsonl or dpo.jsonl.",
     "eval_dpo.jsonl fact questions use phrasings reserved from sft.jsonl and dpo.jsonl; dpo_eval.jsonl pairs are "
     "built only on eval_dpo.jsonl and eval_reasoning.jsonl prompts.",
     "eval_tools.jsonl multiplications are claimed before tools.jsonl is drawn; tools.jsonl uses only unclaimed "
