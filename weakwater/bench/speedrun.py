@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import fields
@@ -154,6 +155,12 @@ def run_budget(
             if (step + 1) % every == 0 or step + 1 == steps:
                 val_loss = run["trainer"].evaluate()["val_loss"]
                 run["curve"].append({"step": step + 1, "train_s": run["train_s"], "val_loss": val_loss})
+                # One line per evaluation, so a long run can be budgeted from its first lines.
+                print(
+                    f"  step {step + 1}/{steps} {name}: held-out loss {val_loss:.4f}, train {run['train_s']:.1f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
     for run in runs.values():
         run.pop("trainer")
     return runs, steps
