@@ -46,3 +46,4 @@ def test_speedrun_on_the_reference_corpus(tmp_path, reference_dir, monkeypatch):
     assert result["rows"][0]["time_ratio"] == 1.0 and result["steps"] > 10
     assert result["recipes"]["combined"]["optimizer"] == "muon"
     assert all(len(c) == 2 for c in result["curves"].values())
+    assert len(result["environment"]["load_average"]) == 3  # 1, 5 and 15 minutes
