@@ -39,10 +39,13 @@ def test_speedrun_on_the_reference_corpus(tmp_path, reference_dir, monkeypatch):
     args = ["bench", "speedrun", "--data", str(reference_dir / "data" / "pretrain.jsonl")]
     args += ["--tokenizer", str(reference_dir / "minimind_tokenizer" / "minimind2_4014e62"), "--device", "cpu"]
     args += ["--model-arg", "dim=32", "--model-arg", "n_layers=1", "--model-arg", "n_heads=2", "--seq", "32"]
-    args += ["--batch", "4", "--epochs", "0.02", "--evals", "2", "--recipes", "baseline,combined", "--json", str(out)]
+    args += ["--batch", "4", "--epochs", "0.02", "--evals", "2", "--recipes", "baseline,ours,combined"]
+    args += ["--json", str(out)]
     assert main(args) == 0
     result = json.loads(out.read_text())
-    assert [r["recipe"] for r in result["rows"]] == ["baseline", "combined"]
+    assert [r["recipe"] for r in result["rows"]] == ["baseline", "ours", "combined"]
     assert result["rows"][0]["time_ratio"] == 1.0 and result["steps"] > 10
     assert result["recipes"]["combined"]["optimizer"] == "muon"
+    assert result["recipes"]["ours"]["schedule"] == "wsd" and result["recipes"]["ours"]["lr"] == 1e-3
     assert all(len(c) == 2 for c in result["curves"].values())
+    assert len(result["environment"]["load_average"]) == 3  # 1, 5 and 15 minutes

@@ -10,6 +10,7 @@ import torch
 from weakwater.train import checkpoint
 from weakwater.train.checkpoint import CheckpointManager
 from weakwater.train.config import ConfigError
+from weakwater.train.optim import optimizers
 from weakwater.train.stages.pretrain import PretrainStage
 from weakwater.train.trainer import Trainer
 
@@ -64,8 +65,9 @@ def test_one_format_holds_the_whole_state_and_loads_back_exactly(shards, tmp_pat
     checkpoint.load(fresh, path)
     a, b = trainer.model.state_dict(), fresh.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    sa, sb = trainer.optimizer.state_dict()["state"], fresh.optimizer.state_dict()["state"]
-    assert all(torch.equal(sa[i][k], sb[i][k]) for i in sa for k in sa[i])
+    for opt_a, opt_b in zip(optimizers(trainer.optimizer), optimizers(fresh.optimizer), strict=True):  # Muon, AdamW
+        sa, sb = opt_a.state_dict()["state"], opt_b.state_dict()["state"]
+        assert sa and all(torch.equal(sa[i][k], sb[i][k]) for i in sa for k in sa[i])
     assert torch.equal(torch.get_rng_state(), checkpoint.rng_state(fresh.ctx.generator, fresh.device)["torch"])
     assert fresh.loader.state_dict() == trainer.loader.state_dict() and fresh.step == 6
 

@@ -69,7 +69,7 @@ def test_jsonl_data_points_to_prepare():
 
 def test_fsdp_needs_torchrun(shards, tmp_path):
     with pytest.raises(ConfigError, match="torchrun"):
-        trainer(shards, tmp_path / "run", fsdp=True)
+        trainer(shards, tmp_path / "run", fsdp=True, optimizer="adamw")
 
 
 def test_new_run_refuses_existing_checkpoints_and_resume_checks_shape(shards, tmp_path):

@@ -80,6 +80,8 @@ def environment(device: torch.device | None = None) -> dict[str, Any]:
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        # A shared machine's load explains slow numbers; ratios measured in one interleaved run stay valid.
+        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
         "python": sys.version.split()[0],
         "torch": torch.__version__,
     }

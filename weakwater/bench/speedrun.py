@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import fields
@@ -28,15 +29,18 @@ from weakwater.bench.common import add_run_arguments, environment, format_table,
 from weakwater.device import pick_device, synchronize
 from weakwater.model.config import PRESETS, ModelConfig, preset
 from weakwater.model.llama import Transformer
+from weakwater.train.config import TrainConfig
 
 BASELINE: dict[str, Any] = dict(
     optimizer="adamw", lr=5e-4, beta2=0.999, weight_decay=0.01, warmup_steps=0, schedule="cosine", min_lr_ratio=0.1
 )
 
+_PRETRAIN_DEFAULTS = TrainConfig.__dataclass_fields__
 # Each recipe: TrainConfig overrides on top of the baseline, plus "zero_init" / "model" (ModelConfig fields).
 RECIPES: dict[str, dict[str, Any]] = {
     "baseline": {},
-    "ours-before": dict(lr=1e-3, beta2=0.95, weight_decay=0.1, warmup_steps=50),  # the pretrain default until now
+    "ours": {k: _PRETRAIN_DEFAULTS[k].default for k in BASELINE},  # `weakwater pretrain`'s defaults (Muon + WSD)
+    "ours-before": dict(lr=1e-3, beta2=0.95, weight_decay=0.1, warmup_steps=50),  # them before: AdamW + cosine
     "lr x4": dict(lr=2e-3),
     "wsd": dict(schedule="wsd", warmup_steps=5, min_lr_ratio=0.0),
     "zero-init": dict(zero_init=True),
@@ -46,7 +50,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "compile": dict(compile=True),
     "combined": dict(optimizer="muon", lr=2e-3, schedule="wsd", warmup_steps=5, min_lr_ratio=0.0, zero_init=True),
 }
-DEFAULT_RECIPES = ("baseline", "ours-before", "lr x4", "wsd", "zero-init", "muon", "muon lr x4", "combined")
+DEFAULT_RECIPES = ("baseline", "ours", "ours-before", "lr x4", "wsd", "zero-init", "muon", "muon lr x4", "combined")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -74,8 +78,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def recipe_config(name: str, data: Path, out: Path, args: argparse.Namespace, steps: int) -> Any:
-    from weakwater.train.config import TrainConfig
-
     known = {f.name for f in fields(TrainConfig)}
     over = {k: v for k, v in {**BASELINE, **RECIPES[name]}.items() if k in known}
     return TrainConfig(
@@ -154,6 +156,12 @@ def run_budget(
             if (step + 1) % every == 0 or step + 1 == steps:
                 val_loss = run["trainer"].evaluate()["val_loss"]
                 run["curve"].append({"step": step + 1, "train_s": run["train_s"], "val_loss": val_loss})
+                # One line per evaluation, so a long run can be budgeted from its first lines.
+                print(
+                    f"  step {step + 1}/{steps} {name}: held-out loss {val_loss:.4f}, train {run['train_s']:.1f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
     for run in runs.values():
         run.pop("trainer")
     return runs, steps

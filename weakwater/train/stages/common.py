@@ -13,7 +13,7 @@ from weakwater.model.config import RopeScaling
 from weakwater.model.io import read_model_config
 from weakwater.model.llama import rope_frequencies
 from weakwater.train import distributed as wwdist
-from weakwater.train.config import ConfigError, TrainConfig
+from weakwater.train.config import ConfigError, FineTuneRecipe, TrainConfig
 
 ROPE_SCALINGS = ("none", "linear", "yarn")
 
@@ -25,7 +25,7 @@ def say(message: str) -> None:
 
 
 @dataclass
-class ChatConfig(TrainConfig):
+class ChatConfig(FineTuneRecipe, TrainConfig):
     """Fields of every stage that trains on chat JSONL read directly (no ``weakwater prepare`` step)."""
 
     data_is_jsonl: ClassVar[bool] = True

@@ -34,11 +34,11 @@ from weakwater.model.lora import lora_disabled, lora_modules
 from weakwater.rl.grpo import LOSS_AGGREGATIONS, equal_groups, group_advantages, policy_loss, token_entropy_sum
 from weakwater.rl.rewards import parse_rewards, score
 from weakwater.rl.rollout import Completions, pack, sample_completions, sample_seed
-from weakwater.train.config import ConfigError, TrainConfig
+from weakwater.train.config import ConfigError, FineTuneRecipe, TrainConfig
 
 
 @dataclass
-class RLConfig(TrainConfig):
+class RLConfig(FineTuneRecipe, TrainConfig):
     data_is_jsonl: ClassVar[bool] = True
 
     data: str = field(
