@@ -140,4 +140,4 @@ def test_fast_demo_end_to_end(tmp_path):
     assert (tmp_path / "demo" / "longctx" / "needle.png").exists()
     assert "| longctx | needle: beyond the trained context (257-512 tokens, YaRN 256 -> 512) |" in text
     config = json.loads((tmp_path / "demo" / "longctx" / "final" / "config.json").read_text())
-    assert config["max_seq_len"] == 512 and config["rope_scaling"]["kind"] == "yarn"
+    assert config["model"]["max_seq_len"] == 512 and config["model"]["rope_scaling"]["kind"] == "yarn"
