@@ -103,6 +103,40 @@ def test_report_verdicts(tmp_path):
     assert "| pretrain | val bits/byte (unigram baseline -> model) | 3.500 | 4.000 | NO |" in render(broken)
 
 
+def _needle(accuracy: list[list[float]], within: float, beyond: float) -> dict:
+    return {"lengths": [128, 256, 384, 512], "depths": [0.0, 1.0], "trials": 4, "accuracy": accuracy,
+            "within": within, "beyond": beyond}  # fmt: skip
+
+
+def test_longctx_verdicts(tmp_path):
+    assert not [row for row in headline_rows(RESULTS) if row[0] == "longctx"]  # no stage, no rows
+    r = copy.deepcopy(RESULTS)
+    r["longctx"] = {
+        "context": {"before": 256, "after": 512},
+        "before": _needle([[0.0] * 4, [0.0] * 4], 0.0, 0.0),
+        "after": _needle([[1.0, 1.0, 0.75, 0.5], [1.0, 0.75, 0.75, 0.25]], 0.9375, 0.5625),
+    }
+    rows = [row for row in headline_rows(r) if row[0] == "longctx"]
+    assert rows == [
+        ("longctx", "needle: pass key read back within the trained context (<= 256 tokens)", "0.0%", "93.8%", True),
+        ("longctx", "needle: beyond the trained context (257-512 tokens, YaRN 256 -> 512)", "0.0%", "56.2%", True),
+    ]
+    text = write_report(tmp_path, r).read_text()
+    assert (
+        "| longctx | needle: beyond the trained context (257-512 tokens, YaRN 256 -> 512) | 0.0% | 56.2% | yes |"
+        in text
+    )
+    assert "after: 128 100.0%, 256 87.5%, 384 75.0%, 512 37.5%." in text
+    assert "![longctx](longctx/needle.png)" in text
+    r["longctx"]["after"] |= {"within": 0.25, "beyond": 0.25}  # a few lucky keys are no gain
+    assert [ok for stage, *_, ok in headline_rows(r) if stage == "longctx"] == [False, False]
+    r["longctx"]["before"] |= {"within": 0.95}  # a start model that already reads keys must not drop below 90%
+    r["longctx"]["after"] |= {"within": 0.9, "beyond": 0.55}
+    assert [ok for stage, *_, ok in headline_rows(r) if stage == "longctx"] == [True, True]
+    r["longctx"]["after"]["within"] = 0.85
+    assert [ok for stage, *_, ok in headline_rows(r) if stage == "longctx"][0] is False
+
+
 @pytest.mark.slow
 def test_fast_demo_end_to_end(tmp_path):
     from weakwater.demo import run_demo
@@ -110,6 +144,10 @@ def test_fast_demo_end_to_end(tmp_path):
     report = run_demo(tmp_path / "demo", fast=True)
     text = report.read_text()
     assert text.count("\n| ") >= 12
-    for stage in ("pretrain", "sft", "distill", "rl", "dpo", "lora"):
+    for stage in ("pretrain", "sft", "longctx", "distill", "rl", "dpo", "lora"):
         assert (tmp_path / "demo" / stage / "final" / "config.json").exists()
         assert (tmp_path / "demo" / stage / "loss.png").exists()
+    assert (tmp_path / "demo" / "longctx" / "needle.png").exists()
+    assert "| longctx | needle: beyond the trained context (257-512 tokens, YaRN 256 -> 512) |" in text
+    config = json.loads((tmp_path / "demo" / "longctx" / "final" / "config.json").read_text())
+    assert config["model"]["max_seq_len"] == 512 and config["model"]["rope_scaling"]["kind"] == "yarn"

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from weakwater.cli import main
 from weakwater.data.synth import SIZES, generate, is_concise, is_ramble
@@ -16,7 +17,8 @@ from weakwater.data.synth.tasks import QUESTIONS
 
 R1_RE = re.compile(r"^<think>\n.*\n</think>\n<answer>\n.*\n</answer>$", re.DOTALL)
 SUM_RE = re.compile(r"(\d+)(?: ?\+ ?| ?加上? ?| and )(\d+)")
-TRAIN_FILES = ("pretrain.jsonl", "sft.jsonl", "r1.jsonl", "dpo.jsonl", "lora_domain.jsonl", "tools.jsonl")
+TRAIN_FILES = ("pretrain.jsonl", "sft.jsonl", "r1.jsonl", "dpo.jsonl", "lora_domain.jsonl", "tools.jsonl",
+               "longctx.jsonl")  # fmt: skip
 MUL_RE = re.compile(r"(\d+) ?(?:\*|×|乘以?|by|times) ?(\d+)")
 
 
@@ -214,6 +216,68 @@ def test_pretraining_names_the_domain_words_but_no_domain_fact(small):
             values = {c["colour"][lang], c["food"][lang], c["region"][lang], f"{c['legs']} "}
             for sentence in (s for t in pretrain for s in re.split(r"(?<=[.。])", t) if name in s):
                 assert not any(v in sentence for v in values if v not in ("", " ")), (name, sentence)
+
+
+def test_longctx_rows(small):
+    """Pass-key rows ask the needle evaluation's question about a fresh key hidden in corpus sentences (never
+    its filler or keys); copy rows reply with exactly their text. (Held-out names, sums and the domain: the
+    tests above, which read every file of TRAIN_FILES.)"""
+    from weakwater.data.synth.longctx import FILLER, NEEDLE, QUESTION, REPEAT, REPLY, eval_keys
+    from weakwater.eval.needle import evaluate_needle
+
+    got = rows(small, "longctx.jsonl")
+    pass_keys, langs, copies = [], set(), 0
+    for r in got:
+        assert [m["role"] for m in r["conversations"]] == ["user", "assistant"]
+        user, reply = (m["content"] for m in r["conversations"])
+        if user.startswith((REPEAT["en"] + "\n", REPEAT["zh"] + "\n")):
+            assert user.split("\n", 1)[1] == reply and reply
+            copies += 1
+            continue
+        m = re.fullmatch(f"({re.escape(REPLY['en'])}|{REPLY['zh']})(\\d{{5}})[.。]", reply)
+        lang, key = ("en" if m.group(1) == REPLY["en"] else "zh"), m.group(2)
+        body, question = user.rsplit("\n", 1)
+        assert question == QUESTION[lang] and NEEDLE[lang].format(k=key) in body
+        filler = body.replace(NEEDLE[lang].format(k=key), "")
+        assert not re.search(r"\d", filler), filler  # the only number in the prompt is the key
+        assert not any(s in filler for s in FILLER["en"] + FILLER["zh"]), filler
+        pass_keys.append(key)
+        langs.add(lang)
+    assert copies == len(pass_keys) == len(got) // 2 and langs == {"en", "zh"}
+
+    # The reserved keys are the evaluation's own: recompute them through evaluate_needle's trials.
+    class Recorder(torch.nn.Module):
+        config = type("C", (), {"max_seq_len": 256, "rope_scaling": None})()
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+    seen = []
+    tok = _StubTokenizer()
+    import weakwater.eval.needle as needle
+
+    def record(model, tokenizer, trials, batch_size=8):
+        seen.extend(t.key for t in trials)
+        return [False] * len(trials)
+
+    original, needle.score_trials = needle.score_trials, record
+    try:
+        evaluate_needle(Recorder(), tok, [128, 512], trials=8)
+    finally:
+        needle.score_trials = original
+    assert set(seen) <= eval_keys() and len(set(seen)) > 70
+    assert not set(pass_keys) & eval_keys()
+
+
+class _StubTokenizer:
+    """One token per character: enough for the needle's prompt sizing."""
+
+    def render_chat(self, messages, add_generation_prompt=False):
+        return "".join(m["content"] for m in messages)
+
+    def encode(self, text):
+        return [ord(c) for c in text]
 
 
 def _check_column_steps(think: str) -> None:

@@ -20,13 +20,9 @@ from typing import Any
 
 import torch
 
-FILLER = {
-    "en": ["The grass is green.", "The sky is blue.", "The sun is yellow.", "Here we go.", "There and back again."],
-    "zh": ["草是绿的。", "天是蓝的。", "太阳是黄的。", "我们走吧。", "来来回回。"],
-}
-NEEDLE = {"en": "The pass key is {k}. Remember it.", "zh": "通行码是{k}。记住它。"}
-QUESTION = {"en": "What is the pass key?", "zh": "通行码是多少？"}
-REPLY = {"en": "The pass key is ", "zh": "通行码是"}
+# The wording, filler and key stream are shared with the demo's long-context training rows (one home).
+from weakwater.data.synth.longctx import FILLER, NEEDLE, QUESTION, REPLY, draw_key, trial_rng
+
 DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 LENGTH_FRACTIONS = (0.25, 0.5, 0.75, 1.0, 1.5)  # of the longest context among the models compared
 
@@ -41,7 +37,7 @@ class Trial:
 
 def make_trial(rng: random.Random, tokenizer: Any, length: int, depth: float, lang: str, digits: int = 5) -> Trial:
     """A prompt of about ``length`` tokens (whole filler sentences) with the key at ``depth`` of the filler."""
-    key = "".join(rng.choice("0123456789") for _ in range(digits))
+    key = draw_key(rng, digits)
     sep = " " if lang == "en" else ""
     sentences = FILLER[lang]
 
@@ -119,7 +115,7 @@ def evaluate_needle(
     for d_i, depth in enumerate(depths):
         row = []
         for length in lengths:
-            rng = random.Random(f"{seed}-{d_i}-{length}")
+            rng = trial_rng(seed, d_i, length)
             batch = [make_trial(rng, tokenizer, length, depth, ("en", "zh")[i % 2]) for i in range(trials)]
             actual.setdefault(length, []).extend(len(answer_ids(tokenizer, t)[0]) for t in batch)
             ok = score_trials(model, tokenizer, batch, batch_size)

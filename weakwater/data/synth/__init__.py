@@ -33,6 +33,8 @@ Files (JSONL, UTF-8, one object per line):
   think/answer tags) or ``repetition`` (a think block that loops).
 - ``dpo_eval.jsonl``: pairs built the same way on held-out prompts, for held-out preference accuracy.
 - ``lora_domain.jsonl`` (SFT format): Ossira creature descriptions (all four facts) and Q&A on three of them.
+- ``longctx.jsonl`` (SFT format): pass keys hidden among corpus sentences with the needle evaluation's wording,
+  and "repeat this text exactly" turns, half each, for the demo's long-context stage (see ``longctx.py``).
 - Eval files, rows ``{"messages": [user], "answer", "task", "lang"}``, scored by ``weakwater.answers.is_correct``
   (numbers compared as numbers, strings normalised; a reply may continue after the answer):
   ``eval_facts.jsonl`` (task ``facts``): every attribute of every held-out person/product, both languages;

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from weakwater.data.synth.arith import Holdout, WordProblem, add_key, draw, mul_key, operands
 from weakwater.data.synth.corpus import pretrain_docs
+from weakwater.data.synth.longctx import corpus_sentences, longctx_rows
 from weakwater.data.synth.tasks import (
     QA,
     QUESTIONS,
@@ -30,6 +31,7 @@ from weakwater.data.synth.tasks import (
 from weakwater.data.synth.world import (
     CREATURE_ATTRS,
     PERSON_ATTRS,
+    PLANET,
     PRODUCT_ATTRS,
     SIZES,
     Person,
@@ -60,6 +62,9 @@ GUARANTEES = [
     "eval_domain.jsonl asks, per creature, the one attribute that lora_domain.jsonl states only in descriptions, "
     "never in a question/answer pair; no other training file states a fact of Ossira (pretrain.jsonl's index "
     "pages only name its regions, creatures and foods, so LoRA meets known words).",
+    "longctx.jsonl pass keys never equal the needle evaluation's keys at its default seed (demo and default "
+    "lengths); its sentences come from pretrain.jsonl minus any naming a held-out person/product, Ossira or a "
+    "creature, and never the evaluation's filler.",
 ]
 
 FILE_INFO = {
@@ -74,6 +79,10 @@ FILE_INFO = {
     "tools.jsonl": (
         '{"conversations"} + tools',
         "tool use: multiplications via calculator calls, facts answered directly",
+    ),
+    "longctx.jsonl": (
+        '{"conversations"}',
+        "long context: pass keys hidden in corpus sentences, and copying text back (the demo's long-context stage)",
     ),
     "eval_facts.jsonl": ("eval", "held-out facts known only from pretraining (task 'facts')"),
     "eval_arith.jsonl": ("eval", "held-out two-digit additions (task 'arith')"),
@@ -369,6 +378,15 @@ class _Builder:
         rng.shuffle(rows)
         return [{"conversations": [{"role": "system", "content": "", "tools": [CALCULATOR_SCHEMA]}, *c]} for c in rows]
 
+    def longctx(self, docs: list[str]) -> list[dict]:
+        """Pass-key and copy rows from the pretraining documents' sentences (see :mod:`.longctx`)."""
+        w = self.world
+        banned = [p.name for p in w.eval_people()] + [p.name for p in w.eval_products()]
+        banned += [c.name for c in w.creatures]
+        names = [*PLANET, *(n[lang] for n in banned for lang in LANGS)]
+        plain, sentences = corpus_sentences(docs, names, digit_free=True), corpus_sentences(docs, names)
+        return longctx_rows(self.rng("longctx"), plain, sentences, self.spec.longctx_rows)
+
 
 def heldout_problems(seed: int = 0, size: str = "demo") -> list[dict]:
     """The rows of ``eval_reasoning.jsonl`` that ``generate(seed=seed, size=size)`` writes (held out from its
@@ -418,6 +436,7 @@ def generate(out_dir: str | Path, seed: int = 0, size: str | SizeSpec = "demo") 
         "dpo_eval.jsonl": b.dpo_eval(concise, reasoning),
         "lora_domain.jsonl": lora_rows,
         "tools.jsonl": b.tools(),
+        "longctx.jsonl": b.longctx(train_docs),
         "eval_facts.jsonl": [qa.eval_row() for qa in facts],
         "eval_arith.jsonl": [qa.eval_row() for qa in arith],
         "eval_reasoning.jsonl": [qa.eval_row() for qa, _ in reasoning],

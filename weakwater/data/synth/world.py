@@ -152,6 +152,8 @@ class SizeSpec:
     # that the tool stage sees each about once, so it learns to copy operands rather than recall pairs.
     tool_train: int = 8000
     eval_tools: int = 100
+    # longctx.jsonl: this many pass-key rows and as many copy rows (600 steps of 8 for the demo's stage).
+    longctx_rows: int = 3000
 
 
 SIZES: dict[str, SizeSpec] = {
@@ -160,7 +162,7 @@ SIZES: dict[str, SizeSpec] = {
         people=24, cities=6, companies=4, products=10, creatures=8, bio_docs=2, stories=20, catalogue_docs=4,
         arith_docs=10, val_fraction=0.1, sft_arith=40, sft_multiturn=20, r1_train=40, rl_prompts=40, dpo_train=40,
         domain_descriptions=2, eval_arith=20, eval_reasoning=20, eval_dpo=20, dpo_eval=20, tool_train=40,
-        eval_tools=20,
+        eval_tools=20, longctx_rows=20,
     ),
     # The CPU demo: a ~2-3M parameter model should learn a good share of these facts in minutes. 6000 distinct
     # R1 problems (distillation sees each about twice): with 1500 (8 passes) the distilled model's held-out
