@@ -38,7 +38,7 @@ MAX_FILLER = 6  # corpus sentences around a needle
 MAX_REPEAT = 8  # sentences per copy row
 # The evaluation's trial keys at seed 0 for these prompt lengths (the demo's, and the default lengths of a
 # 256- or 512-token model), 8 trials per cell: no training key equals one of them.
-RESERVED_LENGTHS = (64, 128, 192, 256, 320, 384, 448, 512, 768)
+RESERVED_LENGTHS = (64, 128, 192, 248, 256, 320, 384, 448, 504, 512, 768)
 RESERVED_TRIALS = 8
 DEPTH_COUNT = 5  # the evaluation's depths 0, 25, 50, 75, 100%
 
