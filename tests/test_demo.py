@@ -137,6 +137,16 @@ def test_longctx_verdicts(tmp_path):
     assert [ok for stage, *_, ok in headline_rows(r) if stage == "longctx"][0] is False
 
 
+def test_needle_lengths_fit_their_context_and_keep_their_keys_out_of_training():
+    from weakwater.data.synth.longctx import KEY_DIGITS, RESERVED_LENGTHS
+    from weakwater.demo import NEEDLE_LENGTHS, Plan
+
+    base = Plan().model["max_seq_len"]
+    for context in (base, 2 * base):  # prompt + key (<= one token per digit) within the context it counts in
+        assert max(n for n in NEEDLE_LENGTHS if n <= context) + KEY_DIGITS <= context
+    assert set(NEEDLE_LENGTHS) <= set(RESERVED_LENGTHS)
+
+
 @pytest.mark.slow
 def test_fast_demo_end_to_end(tmp_path):
     from weakwater.demo import run_demo

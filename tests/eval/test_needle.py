@@ -75,3 +75,9 @@ def test_runs_past_the_context_and_plots(tmp_path, make_model_dir, bpe_tokenizer
     assert result["mean_tokens"]["128"] > 64  # prompts really ran past the model's context
     png = plot_heatmaps({"a": result, "b": result}, tmp_path / "needle.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_default_lengths_leave_the_full_context_prompt_room_for_its_key():
+    from weakwater.eval.needle import default_lengths
+
+    assert default_lengths(256) == [64, 128, 192, 248, 384]

@@ -91,8 +91,12 @@ def score_trials(model: torch.nn.Module, tokenizer: Any, trials: list[Trial], ba
     return out
 
 
+KEY_ROOM = 8  # tokens after the prompt for the key: a prompt as long as the context would push its key beyond
+
+
 def default_lengths(context: int) -> list[int]:
-    return sorted({max(32, round(f * context)) for f in LENGTH_FRACTIONS})
+    """Prompt lengths at ``LENGTH_FRACTIONS`` of ``context``; the full-context one leaves ``KEY_ROOM`` for the key."""
+    return sorted({max(32, round(f * context) - (KEY_ROOM if f == 1.0 else 0)) for f in LENGTH_FRACTIONS})
 
 
 def evaluate_needle(
