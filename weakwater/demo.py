@@ -42,7 +42,7 @@ class Plan:
     pretrain_batch: int = 16
     # Direct two-digit addition clicks suddenly, at a step that varies by seed. After AdamW pretraining seed 1 was
     # still at 11% at 3000 steps (100% at 4500). After Muon pretraining (the default) a 3000-step run reaches 99%
-    # (seed 0) and 63% (seed 1; 100% with 4500 steps, which the 20-minute budget no longer has room for).
+    # (seed 0) and 63% (seed 1; 98% with 4500 steps, which the 20-minute budget no longer has room for).
     sft_steps: int = 3000
     distill_steps: int = 1200
     dpo_steps: int = 300  # at 100 steps the per-token preference of rambling pairs had not moved (seed 1)
