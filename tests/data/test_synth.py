@@ -387,3 +387,12 @@ def test_custom_size_spec(tmp_path):
     manifest = generate(tmp_path, seed=0, size=dataclasses.replace(SIZES["small"], people=12, creatures=4))
     assert manifest["size"] == "custom" and manifest["world"]["people"] == 12
     assert manifest["files"]["eval_domain.jsonl"]["rows"] == 4 * 2  # one held-out attribute per creature per language
+
+
+def test_units_carry_is_the_careless_teachers_slip():
+    from weakwater.data.synth.tasks import units_carry
+
+    assert units_carry("What is 347 + 958?") is True  # 7 + 8 carries into the tens
+    assert units_carry("What is 341 + 958?") is False
+    assert units_carry("What is 7 + 8?") is False  # no tens column for the carry to be forgotten in
+    assert units_carry("Su Wei buys a kettle for 42 yuan and a chair for 37 yuan.") is None

@@ -188,12 +188,13 @@ def addition_problem(
 
 
 def units_carry(question: str) -> bool | None:
-    """For an addition question of :func:`addition_problem`: whether its units column carries (where the careless
-    R1 teacher slips); None for other questions (shopping problems name prices and a buyer, not two operands)."""
+    """For an addition question of :func:`addition_problem`: whether its units column carries into the tens (where
+    the careless R1 teacher slips, :func:`.arith.forgets_carry`); None for other questions (shopping problems name
+    prices and a buyer, not two operands)."""
     nums = [int(x) for x in re.findall(r"\d+", question)]
     if len(nums) != 2 or "yuan" in question or "元" in question:
         return None
-    return nums[0] % 10 + nums[1] % 10 >= 10
+    return forgets_carry(nums[0], nums[1], True)
 
 
 def word_problem(kind: str, buyer: Person, items: list[Product], budget: int, lang: str) -> tuple[str, list, int]:
