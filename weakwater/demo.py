@@ -231,19 +231,17 @@ def carry_split(model: torch.nn.Module, tok: Any, data: Path, limit: int | None)
 RL_NEW_TOKENS = 140
 
 
-def longctx_stage(plan: Plan, out: Path, data: Path, tok: Any, init: Path, seed: int) -> dict[str, Any]:
+def longctx_stage(plan: Plan, out: Path, data: Path, tok: Any, init: Path) -> dict[str, Any]:
     """Long context: SFT from ``init`` with the context stretched twice (YaRN) on ``longctx.jsonl``, then the
     needle in a haystack on both models, within the start model's context and beyond it.
 
     The start model cannot copy from its prompt at all (needle 0% at every length). The rows teach copying
     (pass keys at random depths in corpus sentences, and "repeat this text" turns; see
-    :mod:`weakwater.data.synth.longctx`), with samples as long as the new context. ``seed`` is unused: the
-    rows are the data set's (its seed), and training is seeded like every other stage.
+    :mod:`weakwater.data.synth.longctx`), with samples as long as the new context.
     """
     from weakwater.eval.needle import evaluate_needle, plot_heatmaps
     from weakwater.train.stages.sft import SFTConfig, SFTStage
 
-    del seed
     base = plan.model["max_seq_len"]
     cfg = SFTConfig(data=str(data / "longctx.jsonl"), init=str(init), max_steps=plan.longctx_steps,
                     lr=plan.longctx_lr, warmup_steps=10, max_seq_len=2 * base, rope_scaling="yarn",
@@ -374,7 +372,7 @@ def run_demo(
 
     # --- long context (a side branch: later stages start from sft/final as before)
     if plan.longctx_steps:
-        results["longctx"] = longctx_stage(plan, out, data, tok, out / "sft" / "final", seed)
+        results["longctx"] = longctx_stage(plan, out, data, tok, out / "sft" / "final")
         t = lap("longctx", t)
 
     # --- distill (R1 data, with SFT conversations replayed so short answers are not forgotten)

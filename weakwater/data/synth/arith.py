@@ -58,6 +58,11 @@ def forgets_carry(a: int, b: int, forget_carry: bool) -> bool:
     return forget_carry and a % 10 + b % 10 >= 10 and max(a, b) >= 10
 
 
+def taught_sum(a: int, b: int, forget_carry: bool) -> int:
+    """The sum :func:`addition_steps` reaches: ``a + b``, or 10 less when the carry is forgotten."""
+    return a + b - (10 if forgets_carry(a, b, forget_carry) else 0)
+
+
 def addition_steps(a: int, b: int, lang: str, forget_carry: bool = False) -> list[str]:
     """Column addition, one line per place value, carries written out (the ``<think>`` of R1 data).
 
@@ -67,8 +72,8 @@ def addition_steps(a: int, b: int, lang: str, forget_carry: bool = False) -> lis
     lines = []
     carry, place = 0, 0
     x, y = a, b
+    result = taught_sum(a, b, forget_carry)
     forget_carry = forgets_carry(a, b, forget_carry)
-    result = a + b - (10 if forget_carry else 0)
     while x or y or carry:
         da, db = x % 10, y % 10
         if forget_carry and place == 1:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import re
 
-from weakwater.data.synth.arith import addition_steps, forgets_carry
+from weakwater.data.synth.arith import addition_steps, forgets_carry, taught_sum
 from weakwater.data.synth.corpus import article
 from weakwater.data.synth.world import PLANET, Creature, Person, Product
 
@@ -183,8 +183,7 @@ def addition_problem(
         question = rng.choice(["What is {a} + {b}? Think step by step.", "Add {a} and {b} step by step."])
     else:
         question = rng.choice(["{a}加{b}等于多少？请一步一步地算。", "请按列计算{a} + {b}。"])
-    reached = a + b - (10 if forgets_carry(a, b, forget_carry) else 0)
-    return question.format(a=a, b=b), addition_steps(a, b, lang, forget_carry), reached
+    return question.format(a=a, b=b), addition_steps(a, b, lang, forget_carry), taught_sum(a, b, forget_carry)
 
 
 def units_carry(question: str) -> bool | None:
